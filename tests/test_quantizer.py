@@ -1,0 +1,145 @@
+"""The TTQ quantizer's forward (Eq. 6) and hand-written backward (Eqs. 7-8) against autograd and
+finite differences, hand-worked examples, and bad inputs."""
+import pytest
+import torch
+
+from ttq_lib import TTQFunction, ternarize, threshold_max
+
+D = torch.float64  # exact comparisons and gradcheck need double precision
+
+
+def reference(w, wp, wn, delta):
+    """The same function written with differentiable ops; autograd gives the exact dWp, dWn.
+
+    ``w - w.detach() + q.detach()`` style tricks are avoided: the masks are constants, and the latent
+    gradient of Eq. 8 is built from the straight-through factors explicitly."""
+    pos = (w > delta).to(w.dtype)
+    neg = (w < -delta).to(w.dtype)
+    zero = 1 - pos - neg
+    q_scales = wp * pos - wn * neg
+    # value of ste is 0; its gradient wrt w is Wp, 1, Wn on I_p, I_z, I_n (masks and scales detached)
+    factor = (wp.detach() * pos + zero + wn.detach() * neg)
+    ste = factor * (w - w.detach())
+    return q_scales + ste
+
+
+def make(n=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, generator=g, dtype=torch.float64).requires_grad_()
+    wp = torch.tensor(0.7, dtype=D, requires_grad=True)
+    wn = torch.tensor(1.3, dtype=D, requires_grad=True)
+    return w, wp, wn
+
+
+def test_forward_values_hand_worked():
+    w = torch.tensor([1.0, 0.5, 0.04, -0.05, -0.06, -1.0])
+    # delta = 0.05 * max|w| = 0.05: 0.04 and -0.05 are zero (|w| <= delta), -0.06 is negative
+    q = ternarize(w, torch.tensor(2.0), torch.tensor(3.0), t=0.05)
+    assert q.tolist() == [2.0, 2.0, 0.0, 0.0, -3.0, -3.0]
+
+
+def test_backward_hand_worked_including_sign_of_dwn():
+    w = torch.tensor([1.0, 0.5, 0.0, -0.5, -1.0], requires_grad=True)
+    wp = torch.tensor(2.0, requires_grad=True)
+    wn = torch.tensor(3.0, requires_grad=True)
+    q = ternarize(w, wp, wn, t=0.05)
+    g = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
+    q.backward(g)
+    assert wp.grad.item() == pytest.approx(0.1 + 0.2)
+    # q = -Wn on I_n, so dL/dWn = -(0.4 + 0.5): the minus the paper's Eq. 7 leaves out
+    assert wn.grad.item() == pytest.approx(-0.9)
+    assert w.grad.tolist() == pytest.approx([2.0 * 0.1, 2.0 * 0.2, 1.0 * 0.3, 3.0 * 0.4, 3.0 * 0.5])
+
+
+def test_gradient_descent_on_wn_moves_the_right_way():
+    # Target -2 on the negative region, Wn starts at 1: loss shrinks only if Wn grows.
+    w = torch.tensor([-1.0, -0.8])
+    wn = torch.tensor(1.0, requires_grad=True)
+    loss = ((ternarize(w, torch.tensor(1.0), wn) - torch.tensor([-2.0, -2.0])) ** 2).sum()
+    loss.backward()
+    assert wn.grad.item() < 0  # so wn - lr * grad increases
+    assert wn.grad.item() == pytest.approx(-4.0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_gradients_match_autograd_reference(seed):
+    w, wp, wn = make(seed=seed)
+    delta = threshold_max(w, 0.3)
+    g = torch.randn(w.shape, generator=torch.Generator().manual_seed(100 + seed), dtype=D)
+    q = TTQFunction.apply(w, wp, wn, delta)
+    ours = torch.autograd.grad(q, (w, wp, wn), g)
+    r = reference(w, wp, wn, delta)
+    assert torch.equal(q, r)
+    ref = torch.autograd.grad(r, (w, wp, wn), g)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_scale_gradients_match_finite_differences(seed):
+    w, wp, wn = make(seed=seed)
+    target = torch.randn(w.shape, generator=torch.Generator().manual_seed(7 + seed), dtype=D)
+
+    def loss(wp_, wn_):
+        return ((ternarize(w.detach(), wp_, wn_, t=0.2) - target) ** 2).sum()
+
+    loss(wp, wn).backward()
+    eps = 1e-6
+    with torch.no_grad():
+        d_wp = (loss(wp + eps, wn) - loss(wp - eps, wn)) / (2 * eps)
+        d_wn = (loss(wp, wn + eps) - loss(wp, wn - eps)) / (2 * eps)
+    assert wp.grad.item() == pytest.approx(d_wp.item(), rel=1e-6)
+    assert wn.grad.item() == pytest.approx(d_wn.item(), rel=1e-6)
+    assert wn.grad.item() != pytest.approx(-d_wn.item(), rel=1e-3)  # the unsigned formula would be wrong
+
+
+def test_gradcheck_in_scale_directions():
+    w, wp, wn = make(seed=3)
+    delta = threshold_max(w, 0.1)
+    fn = lambda a, b: TTQFunction.apply(w.detach(), a, b, delta)
+    assert torch.autograd.gradcheck(fn, (wp, wn))
+
+
+def test_threshold_is_constant_for_gradient():
+    # moving the max weight changes delta, but the latent gradient is only the scaled STE (Eq. 8)
+    w = torch.tensor([2.0, 0.05, -0.3], requires_grad=True)
+    q = ternarize(w, torch.tensor(1.5), torch.tensor(0.5), t=0.05)
+    q.sum().backward()
+    assert w.grad.tolist() == pytest.approx([1.5, 1.0, 0.5])
+
+
+def test_sparsity_rule_through_keyword():
+    w = torch.linspace(-1, 1, 101)
+    q = ternarize(w, torch.tensor(1.0), torch.tensor(1.0), sparsity=0.4)
+    assert (q == 0).float().mean().item() == pytest.approx(0.4, abs=0.011)
+
+
+@pytest.mark.parametrize("t", [0.0, 1.0, -0.1, 1.5, float("nan")])
+def test_t_outside_unit_interval_rejected(t):
+    with pytest.raises(ValueError, match=r"t=.*outside \(0, 1\)"):
+        ternarize(torch.randn(10), torch.tensor(1.0), torch.tensor(1.0), t=t)
+
+
+@pytest.mark.parametrize("r", [1.0, -0.01, 2.0])
+def test_sparsity_outside_range_rejected(r):
+    with pytest.raises(ValueError, match=r"sparsity r=.*outside \[0, 1\)"):
+        ternarize(torch.randn(10), torch.tensor(1.0), torch.tensor(1.0), sparsity=r)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_rejected(bad):
+    w = torch.randn(10)
+    w[3] = bad
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        ternarize(w, torch.tensor(1.0), torch.tensor(1.0))
+
+
+def test_empty_weight_rejected():
+    with pytest.raises(ValueError, match="empty"):
+        ternarize(torch.empty(0, 3), torch.tensor(1.0), torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("wp,wn,name", [(0.0, 1.0, "wp"), (1.0, -0.5, "wn"), (float("nan"), 1.0, "wp")])
+def test_non_positive_scales_rejected(wp, wn, name):
+    with pytest.raises(ValueError, match=f"{name}=.*not positive"):
+        ternarize(torch.randn(10), torch.tensor(wp), torch.tensor(wn))

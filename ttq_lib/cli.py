@@ -1,0 +1,224 @@
+"""The ``ttq`` command line: train, evaluate, pack and inspect ternary CIFAR ResNets."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+DESCRIPTION = """\
+Trained Ternary Quantization (Zhu, Han, Mao, Dally, ICLR 2017) on CIFAR-10.
+
+Every quantized layer keeps latent full-precision weights w and learns two scales Wp, Wn:
+weights above t*max|w| become +Wp, below -t*max|w| become -Wn, the rest 0.
+
+  ttq train --init ../shared/pretrained/resnet20-12fca82f.th --method ttq   fine-tune TTQ
+  ttq eval results/.../last.safetensors --data cifar10-jpeg.tar.gz         test accuracy
+  ttq pack results/.../last.safetensors -o model.ttq.safetensors            2-bit / base-3 file
+  ttq size results/.../last.safetensors                                     per-layer size table
+  ttq demo                                                                  ternarize a pretrained model
+"""
+
+DATA_HELP = ("CIFAR-10 source: 'download' (torchvision, into data/), a cifar-10-batches-py folder, an "
+             "image-folder tree or its .tar.gz (train/<class>/..., test/<class>/...), or 'synthetic'. "
+             "Default: $TTQ_DATA, else download")
+
+
+def _add_train(sub) -> None:
+    from .train import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train or fine-tune a FP / TWN / TTQ CIFAR ResNet",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Train a CIFAR ResNet. Defaults follow the official TTQ CIFAR-10 recipe "
+                                   "(SGD momentum 0.9, lr 0.1 /10 at epochs 82, 123, 150, batch 128, weight "
+                                   "decay 2e-4, t = 0.05). The paper fine-tunes TTQ from a trained "
+                                   "full-precision model: pass it with --init.")
+    p.add_argument("--model", default=d.model, choices=["resnet20", "resnet32", "resnet44", "resnet56"])
+    p.add_argument("--method", default=d.method, choices=["fp", "twn", "ttq"],
+                   help="fp: full precision; twn: Ternary Weight Networks baseline; ttq: trained ternary")
+    p.add_argument("--init", default=None, help="checkpoint to fine-tune from (../shared/pretrained/*.th or "
+                                                 "one of ours); omit to train from scratch")
+    p.add_argument("--data", default=None, help=DATA_HELP)
+    rule = p.add_mutually_exclusive_group()
+    rule.add_argument("--t", type=float, default=d.t, help="threshold factor: delta = t * max|w| (paper: 0.05)")
+    rule.add_argument("--sparsity", type=float, default=None,
+                      help="instead of t: fixed share r of zero weights per layer (paper sweeps 0..0.5)")
+    p.add_argument("--scale-init", default=d.scale_init, choices=["one", "mean"],
+                   help="initial Wp, Wn: 1.0 as in the official code, or each region's mean |w|")
+    p.add_argument("--quantize-first", action="store_true", help="also ternarize the first conv")
+    p.add_argument("--quantize-last", action="store_true", help="also ternarize the last linear layer")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--decay-scales", action="store_true",
+                   help="apply weight decay to Wp, Wn too (the official script did, by its name filter)")
+    p.add_argument("--schedule", default=d.schedule, choices=["step", "cosine"])
+    p.add_argument("--milestones", default="82,123,150", help="epochs where the step schedule divides lr by 10")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--train-subset", type=int, default=None, help="train on only this many images")
+    p.add_argument("--test-subset", type=int, default=None, help="test on only this many images")
+    p.add_argument("--out", default=None, help="run directory (default runs/<model>-<method>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue a stopped run from its last finished epoch (other options are ignored)")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from .train import TrainConfig, train
+
+    if args.resume:
+        cfg_path = Path(args.resume) / "config.json"
+        if not cfg_path.exists():
+            raise SystemExit(f"error: {args.resume} is not a run directory (no config.json)")
+        cfg = TrainConfig(**json.loads(cfg_path.read_text()))
+        cfg.out = args.resume
+    else:
+        out = args.out or f"runs/{args.model}-{args.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+        cfg = TrainConfig(model=args.model, method=args.method, init=args.init, data=args.data, t=args.t,
+                          sparsity=args.sparsity, scale_init=args.scale_init, keep_first=not args.quantize_first,
+                          keep_last=not args.quantize_last, epochs=args.epochs, batch_size=args.batch_size,
+                          lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                          decay_scales=args.decay_scales, schedule=args.schedule,
+                          milestones=[int(m) for m in args.milestones.split(",") if m.strip()],
+                          seed=args.seed, threads=args.threads, device=args.device,
+                          train_subset=args.train_subset, test_subset=args.test_subset, out=out)
+    metrics = train(cfg, resume=bool(args.resume))
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="test accuracy of a checkpoint or packed file",
+                       description="Evaluate a checkpoint (ours, a packed file, or ../shared/pretrained/*.th) "
+                                   "on the CIFAR-10 test split, normalising inputs as the checkpoint was trained.")
+    p.add_argument("path", help="checkpoint: .safetensors (ours / packed) or .th / .pt")
+    p.add_argument("--data", default=None, help=DATA_HELP)
+    p.add_argument("--test-subset", type=int, default=None, help="only the first N test images")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="end with one JSON line holding 'accuracy' (percent)")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from .checkpoint import load_model
+    from .data import load_cifar10
+    from .evaluate import accuracy
+    from .train import resolve_device
+
+    device = resolve_device(args.device)
+    model, meta = load_model(args.path, map_location=device)
+    data = load_cifar10(args.data)
+    x, y = data.test_x, data.test_y
+    if args.test_subset:
+        x, y = x[: args.test_subset], y[: args.test_subset]
+    acc = accuracy(model, x, y, meta["mean"], meta["std"], device=device, progress=True)
+    result = {"path": str(args.path), "arch": meta["arch"], "method": meta["method"], "accuracy": acc,
+              "images": len(y), "data": str(data.source)}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.path}: {meta['arch']} ({meta['method']}) test accuracy {acc:.2f}% on {len(y)} images")
+    return 0
+
+
+def _add_pack(sub) -> None:
+    p = sub.add_parser("pack", help="write a packed ternary model file (2-bit or base-3 codes)",
+                       description="Pack a ternary checkpoint: each ternary layer's weights become codes in "
+                                   "{-1, 0, +1} (2 bits, or 5 per byte in base 3 = 1.6 bits) plus Wp and Wn; "
+                                   "other tensors are kept as they are. `ttq eval FILE` evaluates the result.")
+    p.add_argument("path", help="a TTQ or TWN checkpoint (.safetensors)")
+    p.add_argument("-o", "--output", required=True, help="packed file to write (.safetensors)")
+    p.add_argument("--scheme", default="base3", choices=["base3", "2bit"])
+    p.set_defaults(func=cmd_pack)
+
+
+def cmd_pack(args) -> int:
+    from .packed import pack_checkpoint
+
+    out = pack_checkpoint(args.path, args.output, scheme=args.scheme)
+    src, dst = Path(args.path).stat().st_size, Path(args.output).stat().st_size
+    print(f"wrote {out} ({dst:,} bytes; {args.path}: {src:,} bytes, {src / dst:.1f}x smaller)")
+    return 0
+
+
+def _add_size(sub) -> None:
+    p = sub.add_parser("size", help="per-layer size table: fp32, fp16, int8, 2-bit, base-3, entropy bound")
+    p.add_argument("path", help="a checkpoint or packed file")
+    p.add_argument("--markdown", action="store_true", help="print a markdown table")
+    p.set_defaults(func=cmd_size)
+
+
+def cmd_size(args) -> int:
+    from .checkpoint import load_model
+    from .size import size_report
+
+    model, _ = load_model(args.path)
+    report = size_report(model)
+    print(report.to_markdown() if args.markdown else report)
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="ternarize a pretrained ResNet and watch batch-norm recalibration fix it",
+                       description="Load a full-precision CIFAR ResNet, ternarize it with TTQ (no training), "
+                                   "and evaluate: before, right after, and after re-estimating batch-norm "
+                                   "statistics on training images.")
+    p.add_argument("--checkpoint", default="../shared/pretrained/resnet20-12fca82f.th")
+    p.add_argument("--data", default=None, help=DATA_HELP)
+    p.add_argument("--test-subset", type=int, default=2000)
+    p.add_argument("--t", type=float, default=0.05)
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    from .bn import recalibrate_bn
+    from .checkpoint import load_model
+    from .convert import ternarize_model
+    from .data import Batches, load_cifar10
+    from .evaluate import accuracy
+
+    data = load_cifar10(args.data)
+    x, y = data.test_x[: args.test_subset], data.test_y[: args.test_subset]
+    model, meta = load_model(args.checkpoint)
+    mean, std = meta["mean"], meta["std"]
+    rows = [("full precision", accuracy(model, x, y, mean, std))]
+    for method, init in (("ttq", "one"), ("ttq", "mean"), ("twn", "one")):
+        m, _ = load_model(args.checkpoint)
+        ternarize_model(m, method=method, t=args.t, init=init)
+        before = accuracy(m, x, y, mean, std)
+        recalibrate_bn(m, Batches(data.train_x, data.train_y, batch_size=256, mean=mean, std=std))
+        rows.append((f"{method} (Wp, Wn init {init})" if method == "ttq" else method, before,
+                     accuracy(m, x, y, mean, std)))
+    print(f"{meta['arch']} on {len(y)} test images of {data.source}")
+    print(f"{'model':28s} {'no training':>12s} {'BN recalibrated':>16s}")
+    for r in rows:
+        print(f"{r[0]:28s} {r[1]:11.2f}% " + (f"{r[2]:15.2f}%" if len(r) > 2 else ""))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ttq", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_train, _add_eval, _add_pack, _add_size, _add_demo):
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"ttq {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

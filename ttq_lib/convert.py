@@ -1,0 +1,104 @@
+"""Convert any torch model to a ternary one in place, and inspect its ternary layers."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+from .layers import TernaryConv2d, TernaryLinear, TernaryMixin
+from .thresholds import DEFAULT_T
+
+
+def _first_conv_and_last_linear(model: nn.Module) -> tuple[str | None, str | None]:
+    first_conv = last_linear = None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and first_conv is None:
+            first_conv = name
+        if isinstance(m, nn.Linear):
+            last_linear = name
+    return first_conv, last_linear
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _ternary_copy(m: nn.Module, init: str, **kw) -> nn.Module:
+    factory = dict(device=m.weight.device, dtype=m.weight.dtype)
+    if isinstance(m, nn.Conv2d):
+        new = TernaryConv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride,
+                            padding=m.padding, dilation=m.dilation, groups=m.groups,
+                            bias=m.bias is not None, padding_mode=m.padding_mode, **factory, **kw)
+    else:
+        new = TernaryLinear(m.in_features, m.out_features, bias=m.bias is not None, **factory, **kw)
+    with torch.no_grad():
+        new.weight.copy_(m.weight)
+        if m.bias is not None:
+            new.bias.copy_(m.bias)
+    new.init_scales_(init)
+    return new
+
+
+def ternarize_model(
+    model: nn.Module,
+    method: str = "ttq",
+    t: float | None = DEFAULT_T,
+    sparsity: float | None = None,
+    keep_first: bool = True,
+    keep_last: bool = True,
+    init: str = "one",
+    exclude: Iterable[str] = (),
+) -> nn.Module:
+    """Replace the model's Conv2d and Linear layers by ternary ones, in place; returns the model.
+
+    Following the paper (Sec. 4), the first convolution and the last fully connected layer stay in full
+    precision by default (``keep_first``, ``keep_last``); ``exclude`` names further layers to keep.
+    ``method`` is "ttq" (trained Wp, Wn; Eqs. 6-8) or "twn" (the baseline); ``t`` or ``sparsity`` picks the
+    threshold rule; ``init`` starts Wp, Wn at 1.0 ("one", the official code) or at the mean magnitude of
+    each region ("mean").  Latent weights start as copies of the full-precision ones.
+    """
+    if any(isinstance(m, TernaryMixin) for m in model.modules()):
+        raise ValueError("this model already has ternary layers; build a fresh model to convert it again")
+    first_conv, last_linear = _first_conv_and_last_linear(model)
+    keep = set(exclude)
+    if keep_first and first_conv is not None:
+        keep.add(first_conv)
+    if keep_last and last_linear is not None:
+        keep.add(last_linear)
+    targets = [(n, m) for n, m in model.named_modules()
+               if type(m) in (nn.Conv2d, nn.Linear) and n not in keep]
+    for name, m in targets:
+        _replace(model, name, _ternary_copy(m, method=method, t=t, sparsity=sparsity, init=init))
+    return model
+
+
+def ternary_layers(model: nn.Module) -> list[tuple[str, TernaryMixin]]:
+    """The (qualified name, module) of every ternary layer, in model order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, TernaryMixin)]
+
+
+@torch.no_grad()
+def layer_stats(model: nn.Module) -> list[dict]:
+    """Per ternary layer: Wp, Wn, threshold, and the shares of negative / zero / positive weights.
+
+    These are the quantities of the paper's Fig. 3 (scales and sparsity over training).
+    """
+    rows = []
+    for name, m in ternary_layers(model):
+        codes = m.ternary_codes()
+        n = codes.numel()
+        wp, wn = m.scales()
+        rows.append({
+            "name": name,
+            "numel": n,
+            "wp": float(wp),
+            "wn": float(wn),
+            "threshold": float(m.threshold()),
+            "neg": float((codes < 0).sum()) / n,
+            "zero": float((codes == 0).sum()) / n,
+            "pos": float((codes > 0).sum()) / n,
+        })
+    return rows

@@ -1,0 +1,124 @@
+"""Ternary convolution and linear layers: latent full-precision weights plus per-layer scales.
+
+The latent ``weight`` is what the optimizer updates; ``quantized_weight()`` is what the layer computes with.
+For TTQ each layer owns two trained scales ``wp`` and ``wn`` (paper Sec. 3); the official code starts them
+at 1.0.  ``init="mean"`` starts them instead at the mean magnitude of each region, which keeps a trained
+model's activations on their original scale (useful without batch-norm recalibration).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .quantizers import ternarize, ternary_codes, twn_scale, twn_ternarize
+from .thresholds import DEFAULT_T, check_sparsity, check_t, threshold, threshold_twn
+
+METHODS = ("ttq", "twn")
+INITS = ("one", "mean")
+
+
+class TernaryMixin:
+    """What TernaryConv2d and TernaryLinear share: the quantization rule and its state."""
+
+    def _setup_ternary(self, method: str, t: float | None, sparsity: float | None, init: str) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method={method!r} is not one of {METHODS}")
+        if init not in INITS:
+            raise ValueError(f"init={init!r} is not one of {INITS}")
+        if sparsity is not None:
+            sparsity = check_sparsity(sparsity)
+            t = None
+        elif method == "ttq":
+            t = check_t(DEFAULT_T if t is None else t)
+        self.method = method
+        self.t = t
+        self.sparsity = sparsity
+        if method == "ttq":
+            self.wp = nn.Parameter(torch.ones((), dtype=torch.float32, device=self.weight.device))
+            self.wn = nn.Parameter(torch.ones((), dtype=torch.float32, device=self.weight.device))
+            self.init_scales_(init)
+
+    @torch.no_grad()
+    def init_scales_(self, init: str = "one") -> None:
+        """Set Wp, Wn to 1.0 ("one", the official code) or to each region's mean magnitude ("mean")."""
+        if init not in INITS:
+            raise ValueError(f"init={init!r} is not one of {INITS}")
+        if self.method != "ttq":
+            return
+        wp = wn = 1.0
+        if init == "mean":
+            w, d = self.weight, self.threshold()
+            pos, neg = w[w > d], w[w < -d]
+            wp = float(pos.mean()) if pos.numel() else 1.0
+            wn = float(-neg.mean()) if neg.numel() else 1.0
+        self.wp.fill_(wp)
+        self.wn.fill_(wn)
+
+    def threshold(self) -> torch.Tensor:
+        """The layer's current threshold delta (a constant for the gradient)."""
+        if self.method == "twn" and self.sparsity is None:
+            return threshold_twn(self.weight)
+        return threshold(self.weight, self.t, self.sparsity)
+
+    def quantized_weight(self) -> torch.Tensor:
+        """The ternary tensor the layer computes with: {+Wp, 0, -Wn} (TTQ) or {+a, 0, -a} (TWN)."""
+        if self.method == "ttq":
+            return ternarize(self.weight, self.wp, self.wn, self.t, sparsity=self.sparsity)
+        return twn_ternarize(self.weight, self.threshold())
+
+    @torch.no_grad()
+    def ternary_codes(self) -> torch.Tensor:
+        """Integer codes {-1, 0, +1} (int8), what a packed file stores."""
+        return ternary_codes(self.weight, self.threshold())
+
+    @torch.no_grad()
+    def scales(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Wp, Wn) as used at inference; TWN's single alpha is returned twice."""
+        if self.method == "ttq":
+            return self.wp.detach().clone(), self.wn.detach().clone()
+        alpha = twn_scale(self.weight, self.threshold())
+        return alpha, alpha.clone()
+
+    def extra_repr(self) -> str:
+        rule = f"sparsity={self.sparsity}" if self.sparsity is not None else f"t={self.t}"
+        if self.method == "twn" and self.sparsity is None:
+            rule = "delta=0.7*mean|w|"
+        return super().extra_repr() + f", method={self.method}, {rule}"
+
+
+class TernaryConv2d(TernaryMixin, nn.Conv2d):
+    """``nn.Conv2d`` whose weight is ternarized in every forward pass."""
+
+    def __init__(self, *args, method: str = "ttq", t: float | None = DEFAULT_T,
+                 sparsity: float | None = None, init: str = "one", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._setup_ternary(method, t, sparsity, init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.quantized_weight(), self.bias)
+
+
+class TernaryLinear(TernaryMixin, nn.Linear):
+    """``nn.Linear`` whose weight is ternarized in every forward pass."""
+
+    def __init__(self, *args, method: str = "ttq", t: float | None = DEFAULT_T,
+                 sparsity: float | None = None, init: str = "one", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._setup_ternary(method, t, sparsity, init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.quantized_weight(), self.bias)
+
+
+@torch.no_grad()
+def clamp_scales_(model: nn.Module, eps: float = 1e-4) -> None:
+    """Keep every Wp, Wn >= eps after an optimizer step.
+
+    Wp and Wn can be driven negative by a large step (reported on the authors' repository); a negative
+    scale would flip the sign of a whole region, so training clamps them back to a small positive value.
+    """
+    for m in model.modules():
+        if isinstance(m, TernaryMixin) and m.method == "ttq":
+            m.wp.clamp_(min=eps)
+            m.wn.clamp_(min=eps)

@@ -1,0 +1,118 @@
+"""The TTQ quantizer with its hand-derived gradients, and the TWN baseline.
+
+TTQ (Zhu et al. 2017, Sec. 3), for one layer with latent weights ``w`` and threshold ``delta``::
+
+    I_p = {w > delta},  I_z = {|w| <= delta},  I_n = {w < -delta}
+    q   = +Wp on I_p,  0 on I_z,  -Wn on I_n                                  (Eq. 6)
+    dL/dWp = sum_{I_p} g                                                      (Eq. 7)
+    dL/dWn = -sum_{I_n} g     (Wn is stored positive and used as -Wn)
+    dL/dw  = Wp * g on I_p,  1 * g on I_z,  Wn * g on I_n                     (Eq. 8)
+
+with ``g = dL/dq``.  The paper prints Eq. 7 for Wn without the minus sign; the value used is ``-Wn``, so
+the chain rule gives the minus.  Getting it wrong makes Wn move the wrong way (see notebook 02).
+"""
+from __future__ import annotations
+
+import torch
+
+from .thresholds import DEFAULT_T, check_weight, threshold, threshold_twn
+
+
+def _check_scale(s: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(s, torch.Tensor):
+        s = torch.tensor(float(s))
+    if s.numel() != 1:
+        raise ValueError(f"{name} must be a single number (0-dim tensor), got shape {tuple(s.shape)}")
+    v = float(s.detach())
+    if not v > 0.0:  # also catches NaN
+        raise ValueError(
+            f"{name}={v} is not positive: the scales of a ternary layer must be > 0 "
+            "(clamp them after each optimizer step with ttq_lib.clamp_scales_)"
+        )
+    return s
+
+
+class TTQFunction(torch.autograd.Function):
+    """Forward Eq. 6, backward Eqs. 7-8 written by hand (the threshold is a constant)."""
+
+    @staticmethod
+    def forward(ctx, w, wp, wn, delta):
+        pos = w > delta
+        neg = w < -delta
+        ctx.save_for_backward(pos, neg, wp, wn)
+        zero = torch.zeros((), dtype=w.dtype, device=w.device)
+        return torch.where(pos, wp.to(w.dtype), torch.where(neg, -wn.to(w.dtype), zero))
+
+    @staticmethod
+    def backward(ctx, g):
+        pos, neg, wp, wn = ctx.saved_tensors
+        grad_w = grad_wp = grad_wn = None
+        if ctx.needs_input_grad[0]:
+            one = torch.ones((), dtype=g.dtype, device=g.device)
+            scale = torch.where(pos, wp.to(g.dtype), torch.where(neg, wn.to(g.dtype), one))
+            grad_w = g * scale
+        if ctx.needs_input_grad[1]:
+            grad_wp = (g * pos).sum().reshape(wp.shape).to(wp.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_wn = -(g * neg).sum().reshape(wn.shape).to(wn.dtype)
+        return grad_w, grad_wp, grad_wn, None
+
+
+def ternarize(
+    weight: torch.Tensor,
+    wp: torch.Tensor,
+    wn: torch.Tensor,
+    t: float | None = DEFAULT_T,
+    *,
+    sparsity: float | None = None,
+    delta: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Trained ternary quantization of ``weight`` to {+wp, 0, -wn} (Eq. 6) with gradients Eqs. 7-8.
+
+    ``wp`` and ``wn`` are positive 0-dim tensors (usually ``nn.Parameter``).  The threshold is
+    ``t * max|w|`` (paper default t = 0.05) unless ``sparsity=r`` asks for the r-quantile of |w|, or an
+    explicit ``delta`` is given.  Returns a tensor of ``weight``'s shape.
+    """
+    check_weight(weight)
+    wp = _check_scale(wp, "wp")
+    wn = _check_scale(wn, "wn")
+    if delta is None:
+        delta = threshold(weight, t, sparsity)
+    return TTQFunction.apply(weight, wp, wn, delta.detach())
+
+
+class TWNFunction(torch.autograd.Function):
+    """Ternary Weight Networks: ``alpha * sign(w)`` above ``delta``, 0 below; straight-through gradient."""
+
+    @staticmethod
+    def forward(ctx, w, delta):
+        mask = w.abs() > delta
+        alpha = w.abs()[mask].mean() if bool(mask.any()) else w.new_zeros(())
+        return torch.sign(w) * mask * alpha
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
+def twn_scale(weight: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:
+    """TWN's single scale: ``alpha = mean(|w| over |w| > delta)`` (Li & Liu 2016, Eq. 6)."""
+    if delta is None:
+        delta = threshold_twn(weight)
+    a = weight.detach().abs()
+    mask = a > delta
+    return a[mask].mean() if bool(mask.any()) else a.new_zeros(())
+
+
+def twn_ternarize(weight: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:
+    """The TWN baseline: threshold ``0.7 * mean|w|``, output ``alpha * sign(w)`` or 0, gradient passed straight."""
+    check_weight(weight)
+    if delta is None:
+        delta = threshold_twn(weight)
+    return TWNFunction.apply(weight, delta.detach())
+
+
+@torch.no_grad()
+def ternary_codes(weight: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """The integer codes {-1, 0, +1} (int8) that the packed formats store."""
+    return ((weight > delta).to(torch.int8) - (weight < -delta).to(torch.int8))

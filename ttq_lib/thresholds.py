@@ -1,0 +1,89 @@
+"""Threshold rules that split a latent weight tensor into negative / zero / positive regions.
+
+Paper, Sec. 3 ("Trained Ternary Quantization"): the threshold is ``delta = t * max|w|`` with the same ``t``
+for every layer (t = 0.05 on CIFAR-10 and ImageNet).  The paper also tries a fixed sparsity ``r`` per layer
+(the threshold is the r-quantile of |w|).  The baseline TWN (Li & Liu, 2016) uses ``delta = 0.7 * mean|w|``.
+
+Every rule returns a 0-dim tensor and is computed without gradient: the paper treats the max (and the
+quantile) as a constant when differentiating.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+DEFAULT_T = 0.05
+TWN_FACTOR = 0.7
+
+
+def check_weight(w: torch.Tensor, name: str = "weight") -> None:
+    """Reject tensors no threshold rule can work on: empty, or holding NaN / Inf."""
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(w).__name__}")
+    if w.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(w.shape)}): there is nothing to ternarize")
+    if not w.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {w.dtype}")
+    if not bool(torch.isfinite(w).all()):
+        bad = int((~torch.isfinite(w)).sum())
+        raise ValueError(
+            f"{name} holds {bad} NaN or Inf value(s): training has diverged or the checkpoint is corrupt; "
+            "lower the learning rate or reload a good checkpoint"
+        )
+
+
+def check_t(t: float) -> float:
+    """The paper's threshold factor must lie strictly inside (0, 1)."""
+    t = float(t)
+    if not (0.0 < t < 1.0) or math.isnan(t):
+        raise ValueError(f"threshold factor t={t} is outside (0, 1); the paper uses t=0.05")
+    return t
+
+
+def check_sparsity(r: float) -> float:
+    """A target sparsity is a share of zeros in [0, 1): r=0 is binary, r=1 would zero every weight."""
+    r = float(r)
+    if not (0.0 <= r < 1.0) or math.isnan(r):
+        raise ValueError(f"sparsity r={r} is outside [0, 1); the paper sweeps r from 0 (binary) to 0.5")
+    return r
+
+
+@torch.no_grad()
+def threshold_max(w: torch.Tensor, t: float = DEFAULT_T) -> torch.Tensor:
+    """Paper Sec. 3: ``delta_l = t * max(|w_l|)``, the same t for every layer."""
+    check_weight(w)
+    return check_t(t) * w.detach().abs().max()
+
+
+@torch.no_grad()
+def threshold_sparsity(w: torch.Tensor, r: float) -> torch.Tensor:
+    """Paper Sec. 3 (the alternative scheme): the r-quantile of |w|, so a share r of weights is zero.
+
+    ``kthvalue`` is used rather than ``torch.quantile`` because the latter refuses tensors of more than
+    16M elements (AlexNet's fully connected layers have 37M).  Weights with ``|w| <= delta`` become zero,
+    so ``r = 0`` gives ``delta = 0`` (a binary layer).
+    """
+    check_weight(w)
+    r = check_sparsity(r)
+    a = w.detach().abs().flatten()
+    k = int(round(r * a.numel()))
+    if k == 0:
+        return a.new_zeros(())
+    return a.float().kthvalue(k).values.to(a.dtype)
+
+
+@torch.no_grad()
+def threshold_twn(w: torch.Tensor) -> torch.Tensor:
+    """TWN (Li & Liu 2016, Eq. 5 approximation): ``delta = 0.7 * mean(|w|)``."""
+    check_weight(w)
+    return TWN_FACTOR * w.detach().abs().mean()
+
+
+def threshold(w: torch.Tensor, t: float | None = DEFAULT_T, sparsity: float | None = None) -> torch.Tensor:
+    """Pick the rule: a fixed sparsity when ``sparsity`` is given, else ``t * max|w|``."""
+    if sparsity is not None:
+        return threshold_sparsity(w, sparsity)
+    if t is None:
+        raise ValueError("give either t (the paper's rule, e.g. t=0.05) or sparsity (e.g. sparsity=0.4)")
+    return threshold_max(w, t)
