@@ -21,7 +21,11 @@ def repo_root() -> Path:
 
 
 def git_commit() -> str:
-    """HEAD's hash, with '+dirty' when tracked files have uncommitted changes."""
+    """HEAD's hash, with '+dirty' when tracked files have uncommitted changes.
+
+    A copy of the tree without .git (a remote GPU machine) can pass the hash in TTQ_GIT_COMMIT."""
+    if os.environ.get("TTQ_GIT_COMMIT"):
+        return os.environ["TTQ_GIT_COMMIT"]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],

@@ -151,6 +151,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     torch.manual_seed(cfg.seed)
 
     model, norm = build(cfg)
