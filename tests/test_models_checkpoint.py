@@ -25,7 +25,7 @@ def test_option_a_shortcut_shapes():
 def test_pretrained_loads_with_matching_keys(pretrained_dir, arch, file):
     model, meta = load_model(pretrained_dir / file)
     assert meta["arch"] == arch and meta["method"] == "fp"
-    raw = torch.load(pretrained_dir / file, weights_only=True)["state_dict"]
+    raw = torch.load(pretrained_dir / file, map_location="cpu", weights_only=True)["state_dict"]
     assert torch.equal(model.conv1.weight, raw["module.conv1.weight"])
 
 

@@ -19,9 +19,9 @@ from .atomic import atomic_path
 from .convert import ternarize_model
 from .layers import TernaryMixin
 from .models import DEPTHS, build_model
+from .packed import is_packed_file, load_packed
 
 FORMAT = "ttq-checkpoint"
-PACKED_FORMAT = "ttq-packed"
 VERSION = "1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -125,9 +125,7 @@ def load_model(path: str | Path, arch: str | None = None, *, decode: str = "lazy
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors" and _header(path).get("format") == PACKED_FORMAT:
-        from .packed import load_packed  # packed builds on this module: import it late
-
+    if is_packed_file(path):
         model, meta = load_packed(path, decode=decode)
     elif path.suffix == ".safetensors":
         meta = _read_our_meta(path)

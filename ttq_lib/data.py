@@ -18,6 +18,7 @@ random crop + flip there as a few batched tensor ops (:func:`augment`).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -195,7 +196,7 @@ def load_cifar10(
     * a path: a ``cifar-10-batches-py`` directory or a directory containing one; an image-folder tree
       ``train/<class>/*`` + ``test/<class>/*`` (PNG or JPEG, 32x32, CIFAR-10 class names, possibly
       under one top-level folder); or a ``.tar.gz`` / ``.tgz`` / ``.tar`` of either, read in place.
-    * ``"synthetic"`` or ``"synthetic:N"``: N (default 2000) generated training images and N // 5
+    * ``"synthetic"`` or ``"synthetic:N"``: N (default 2000) generated training images and max(10, N // 5)
       test images; deterministic and never cached.
 
     Cache: one ``<source name>.ttq-cache-<key>.safetensors`` file.  The key is a hash of the file
@@ -680,7 +681,9 @@ def crop_flip(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.T
     return padded.reshape(b, ch, -1).gather(2, index).view(b, ch, h, w)
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor) -> torch.Tensor:
+def normalize(
+    x: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor
+) -> torch.Tensor:
     """uint8 images -> float32 ``(x / 255 - mean) / std``, per channel, on x's device."""
     if x.dtype != torch.uint8:
         raise ValueError(f"normalize expects uint8 images, got {x.dtype}")
@@ -725,7 +728,8 @@ class Batches:
     ):
         _check_images(x, "x")
         if not isinstance(y, torch.Tensor) or y.ndim != 1 or len(y) != len(x):
-            raise ValueError(f"y must be a 1-D tensor with one label per image ({len(x)}), got {getattr(y, 'shape', y)}")
+            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ValueError(f"y must be a 1-D tensor with one label per image ({len(x)}), got {got}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
@@ -766,11 +770,36 @@ class Batches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.order().to(self._x.device)
         for b in range(self.start_batch, len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            xb = self._x[idx].to(self.device, non_blocking=True)
-            yb = self._y[idx].to(self.device, non_blocking=True)
-            if self.augment:
-                # A fresh generator per batch keeps batch b's augmentation independent of batches < b.
-                g = torch.Generator().manual_seed(derived_seed("augment", self.seed, self.epoch, b))
-                xb = augment(xb, g, self.pad)
-            yield normalize(xb, self.mean, self.std), yb
+            # Only the batch preparation runs single-threaded; the caller's model step keeps its threads.
+            with _one_cpu_thread(self.device.type == "cpu"):
+                batch = self._make_batch(order, b)
+            yield batch
+
+    def _make_batch(self, order: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+        xb = self._x[idx].to(self.device, non_blocking=True)
+        yb = self._y[idx].to(self.device, non_blocking=True)
+        if self.augment:
+            # A fresh generator per batch keeps batch b's augmentation independent of batches < b.
+            g = torch.Generator().manual_seed(derived_seed("augment", self.seed, self.epoch, b))
+            xb = augment(xb, g, self.pad)
+        return normalize(xb, self.mean, self.std), yb
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(active: bool = True):
+    """Run the enclosed CPU tensor ops on one thread.
+
+    A batch of 128 CIFAR images is only ~0.4 M elements: one thread does each op in well under a
+    millisecond, while several OpenMP threads on a busy machine (another training run, DataLoader
+    workers) were measured 50-100x slower, waiting for each other at every op's barrier.
+    """
+    n = torch.get_num_threads()
+    if not active or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
