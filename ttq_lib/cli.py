@@ -99,7 +99,7 @@ def _add_eval(sub) -> None:
                                    "on the CIFAR-10 test split, normalising inputs as the checkpoint was trained.")
     p.add_argument("path", help="checkpoint: .safetensors (ours / packed) or .th / .pt")
     p.add_argument("--data", default=None, help=DATA_HELP)
-    p.add_argument("--test-subset", type=int, default=None, help="only the first N test images")
+    p.add_argument("--test-subset", type=int, default=None, help="only N test images (a stratified pick)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="end with one JSON line holding 'accuracy' (percent)")
     p.set_defaults(func=cmd_eval)
@@ -114,9 +114,9 @@ def cmd_eval(args) -> int:
     device = resolve_device(args.device)
     model, meta = load_model(args.path, map_location=device)
     data = load_cifar10(args.data)
+    if args.test_subset:  # a stratified pick: the test split may be stored class by class
+        data = data.subset(None, args.test_subset)
     x, y = data.test_x, data.test_y
-    if args.test_subset:
-        x, y = x[: args.test_subset], y[: args.test_subset]
     acc = accuracy(model, x, y, meta["mean"], meta["std"], device=device, progress=True)
     result = {"path": str(args.path), "arch": meta["arch"], "method": meta["method"], "accuracy": acc,
               "images": len(y), "data": str(data.source)}
@@ -183,8 +183,8 @@ def cmd_demo(args) -> int:
     from .data import Batches, load_cifar10
     from .evaluate import accuracy
 
-    data = load_cifar10(args.data)
-    x, y = data.test_x[: args.test_subset], data.test_y[: args.test_subset]
+    data = load_cifar10(args.data).subset(2048, args.test_subset)  # stratified: stored class by class
+    x, y = data.test_x, data.test_y
     model, meta = load_model(args.checkpoint)
     mean, std = meta["mean"], meta["std"]
     rows = [("full precision", accuracy(model, x, y, mean, std))]
@@ -192,7 +192,7 @@ def cmd_demo(args) -> int:
         m, _ = load_model(args.checkpoint)
         ternarize_model(m, method=method, t=args.t, init=init)
         before = accuracy(m, x, y, mean, std)
-        recalibrate_bn(m, Batches(data.train_x, data.train_y, batch_size=256, mean=mean, std=std))
+        recalibrate_bn(m, Batches(data.train_x, data.train_y, batch_size=256, mean=mean, std=std), 2048)
         rows.append((f"{method} (Wp, Wn init {init})" if method == "ttq" else method, before,
                      accuracy(m, x, y, mean, std)))
     print(f"{meta['arch']} on {len(y)} test images of {data.source}")

@@ -1,0 +1,67 @@
+"""The `ttq` command end to end: train, pack, eval (checkpoint and packed file agree), size, help."""
+import json
+
+import pytest
+
+from ttq_lib.cli import main
+
+
+def last_json(capsys):
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r"
+    rc = main(["train", "--data", "synthetic:256", "--epochs", "1", "--batch-size", "64", "--lr", "0.05",
+               "--schedule", "cosine", "--threads", "1", "--out", str(out)])
+    assert rc == 0
+    return out / "last.safetensors"
+
+
+@pytest.mark.parametrize("scheme", ["base3", "2bit"])
+def test_pack_then_eval_gives_identical_accuracy(trained, tmp_path, capsys, scheme):
+    packed = tmp_path / f"m.{scheme}.safetensors"
+    assert main(["pack", str(trained), "-o", str(packed), "--scheme", scheme]) == 0
+    assert "smaller" in capsys.readouterr().out
+    assert main(["eval", str(trained), "--data", "synthetic:256", "--json"]) == 0
+    plain = last_json(capsys)
+    assert main(["eval", str(packed), "--data", "synthetic:256", "--json"]) == 0
+    packed_result = last_json(capsys)
+    assert packed_result["accuracy"] == plain["accuracy"]
+    assert packed.stat().st_size < trained.stat().st_size / 5
+
+
+def test_packed_file_on_real_test_split(trained, tmp_path, capsys, cifar_tgz):
+    packed = tmp_path / "m.safetensors"
+    main(["pack", str(trained), "-o", str(packed)])
+    capsys.readouterr()
+    accs = []
+    for path in (trained, packed):
+        assert main(["eval", str(path), "--data", str(cifar_tgz), "--test-subset", "1000", "--json"]) == 0
+        accs.append(last_json(capsys)["accuracy"])
+    assert accs[0] == accs[1]
+
+
+def test_size_table(trained, capsys):
+    assert main(["size", str(trained), "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "base3" in out and "layer1.0.conv1" in out
+
+
+def test_eval_pretrained_wrong_path_is_clear(capsys):
+    assert main(["eval", "no/such.th", "--data", "synthetic:64"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_pack_full_precision_is_refused(pretrained_dir, tmp_path, capsys):
+    rc = main(["pack", str(pretrained_dir / "resnet20-12fca82f.th"), "-o", str(tmp_path / "x.safetensors")])
+    assert rc == 2
+    assert "full-precision" in capsys.readouterr().err
+
+
+def test_help_teaches(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "82, 123, 150" in out and "--sparsity" in out and "--resume" in out
