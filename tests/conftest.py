@@ -43,3 +43,22 @@ def cifar(cifar_tgz):
     from ttq_lib.data import load_cifar10
 
     return load_cifar10(str(cifar_tgz))
+
+
+@pytest.fixture()
+def fake_repo(tmp_path) -> Path:
+    """An empty ttq-workbook checkout (a pyproject.toml naming it, and notebooks/) under tmp_path."""
+    root = tmp_path / "repo"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "ttq-workbook"\n')
+    return root
+
+
+@pytest.fixture()
+def history_rows() -> list[dict]:
+    """Three epochs of a made-up ``history.jsonl``: two ternary layers with their stats and histograms."""
+    layer = lambda name, n, z, wp: {"name": name, "numel": n, "wp": wp, "wn": 1.0, "threshold": 0.1,  # noqa: E731
+                                    "neg": (1 - z) / 2, "zero": z, "pos": (1 - z) / 2}
+    return [{"epoch": e, "test_acc": 80.0 + e, "train_loss": 1.0 / e,
+             "layers": [layer("layer1.0.conv1", 100, 0.5, 1.0 + e), layer("layer3.2.conv2", 300, 0.1 * e, 2.0)],
+             "hist": {"layer1.0.conv1": [1] * 64, "layer3.2.conv2": [2] * 64}} for e in (1, 2, 3)]

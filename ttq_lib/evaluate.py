@@ -1,9 +1,14 @@
-"""Test accuracy of a model on uint8 CIFAR images."""
+"""Running a model on uint8 CIFAR images: test accuracy, logits, and the time of a forward pass."""
 from __future__ import annotations
+
+import statistics
+import time
 
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
+
+from .data import normalize
 
 
 @torch.no_grad()
@@ -22,3 +27,29 @@ def accuracy(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, mean, std
         correct += int((model(xb).argmax(1).cpu() == y[i:i + batch_size]).sum())
     model.train(was_training)
     return 100.0 * correct / len(x_uint8)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x_uint8: torch.Tensor, mean, std, batch_size: int = 500) -> torch.Tensor:
+    """Logits of ``model`` (eval mode) on uint8 images normalised with the checkpoint's mean and std."""
+    was_training = model.training
+    model.eval()
+    out = [model(normalize(x_uint8[i:i + batch_size], mean, std)) for i in range(0, len(x_uint8), batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def time_forward(model: nn.Module, x: torch.Tensor, repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time in seconds of ``model(x)`` in eval mode over ``repeats`` runs (after ``warmup``)."""
+    was_training = model.training
+    model.eval()
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - t0)
+    model.train(was_training)
+    return statistics.median(times)

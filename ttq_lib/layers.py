@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .quantizers import ternarize, ternary_codes, twn_scale, twn_ternarize
+from .quantizers import region_means, ternarize, ternary_codes, twn_scale, twn_ternarize
 from .thresholds import DEFAULT_T, check_sparsity, check_t, threshold, threshold_twn
 
 METHODS = ("ttq", "twn")
@@ -48,10 +48,7 @@ class TernaryMixin:
             return
         wp = wn = 1.0
         if init == "mean":
-            w, d = self.weight, self.threshold()
-            pos, neg = w[w > d], w[w < -d]
-            wp = float(pos.mean()) if pos.numel() else 1.0
-            wn = float(-neg.mean()) if neg.numel() else 1.0
+            wp, wn = region_means(self.weight, self.threshold(), empty=1.0)
         self.wp.fill_(wp)
         self.wn.fill_(wn)
 

@@ -104,6 +104,17 @@ def twn_scale(weight: torch.Tensor, delta: torch.Tensor | None = None) -> torch.
     return a[mask].mean() if bool(mask.any()) else a.new_zeros(())
 
 
+@torch.no_grad()
+def region_means(w: torch.Tensor, delta: torch.Tensor | float, empty: float = 0.0) -> tuple[float, float]:
+    """(Wp, Wn) = (mean of w over I_p, mean of -w over I_n): for fixed regions the scales that minimise
+    ``||w - q||_2`` (setting d/dWp sum_{I_p} (w_i - Wp)^2 = 0 gives the mean).  An empty region gives
+    ``empty``.  TTQ's counterpart of :func:`twn_scale`; a layer's ``init="mean"`` starts Wp, Wn here."""
+    check_weight(w)
+    d = float(delta)
+    pos, neg = w[w > d], w[w < -d]
+    return (float(pos.mean()) if pos.numel() else empty, float(-neg.mean()) if neg.numel() else empty)
+
+
 def twn_ternarize(weight: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:
     """The TWN baseline: threshold ``0.7 * mean|w|``, output ``alpha * sign(w)`` or 0, gradient passed straight."""
     check_weight(weight)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,8 +135,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _read_history(path: Path) -> list[dict]:
-    if not path.exists():
+def read_history(run_dir: str | os.PathLike) -> list[dict]:
+    """The rows of a run's ``history.jsonl`` (one per finished epoch); [] if there is none yet."""
+    path = Path(run_dir) / "history.jsonl"
+    if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -180,7 +183,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
     train_batches = Batches(data.train_x, data.train_y, batch_size=cfg.batch_size, shuffle=True,
                             augment=True, mean=norm["mean"], std=norm["std"], seed=cfg.seed, device=device)
     steps = len(train_batches)
-    history = _read_history(history_path)[:start_epoch]
+    history = read_history(out)[:start_epoch]
     meta = {**norm, "data": str(data.source)}
 
     t0 = time.time()

@@ -1,0 +1,79 @@
+"""ttq_lib.runs: summaries of committed runs, the epoch-0 row, per-layer series of a history."""
+import json
+from pathlib import Path
+
+import pytest
+
+import ttq_lib
+from ttq_lib import runs, workbook
+from ttq_lib.checkpoint import save_checkpoint
+
+
+def _write_run(run: Path, method="ttq", epochs=3, done=3, complete=True, checkpoint=True):
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"model": "resnet20", "method": method, "epochs": epochs}))
+    rows = [{"epoch": e + 1, "test_acc": 50.0 + e, "train_loss": 1.0 / (e + 1), "layers": [], "hist": {}}
+            for e in range(done)]
+    (run / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if complete:
+        (run / "metrics.json").write_text(json.dumps({"model": "resnet20", "method": method,
+                                                      "test_accuracy": 49.0 + done, "device": "cpu"}))
+    if checkpoint:
+        (run / "last.safetensors").write_bytes(b"")
+
+
+def test_run_summary_complete_in_progress_and_not_started(fake_repo):
+    root = fake_repo
+    _write_run(root / "results/a/done", done=3)
+    _write_run(root / "results/a/running", epochs=12, done=2, complete=False)
+    _write_run(root / "results/a/new", done=0, complete=False)
+    done = runs.run_summary(root / "results/a/done", root)
+    assert done["status"] == "complete" and done["test_acc"] == 52.0 and done["run"] == "a/done"
+    assert done["paper_error"] == 8.87 and done["test_error"] == pytest.approx(48.0)
+    running = runs.run_summary(root / "results/a/running", root)
+    assert running["status"] == "in progress" and running["test_acc"] == 51.0
+    assert (running["epochs_done"], running["epochs_planned"]) == (2, 12)
+    new = runs.run_summary(root / "results/a/new", root)
+    assert new["status"] == "not started" and new["test_acc"] is None and new["test_error"] is None
+    assert [r["run"] for r in runs.results_summary(root)] == ["a/done", "a/new", "a/running"]
+
+
+def test_default_run_dir_prefers_a_complete_cpu_run(fake_repo):
+    root = fake_repo
+    cpu, gpu = (root / c for c in runs.RUN_CANDIDATES)
+    with pytest.raises(FileNotFoundError):
+        runs.default_run_dir(root)
+    _write_run(gpu)
+    _write_run(cpu, epochs=12, done=4, complete=False)
+    assert runs.default_run_dir(root) == gpu  # the CPU run is still in progress
+    (cpu / "metrics.json").write_text("{}")
+    assert runs.default_run_dir(root) == cpu
+
+
+def test_layer_series_network_shares_and_pick_layers(history_rows):
+    h = history_rows
+    assert runs.layer_series(h, "layer1.0.conv1", "wp") == ([1, 2, 3], [2.0, 3.0, 4.0])
+    assert runs.network_shares(h[0])["zero"] == pytest.approx((0.5 * 100 + 0.1 * 300) / 400)
+    assert runs.layer_series(h, "*", "zero")[1][0] == pytest.approx(0.2)
+    assert runs.layer_names(h) == ["layer1.0.conv1", "layer3.2.conv2"]
+    picked = runs.pick_layers([f"layer{s}.{b}.conv{c}" for s in (1, 2, 3) for b in range(3) for c in (1, 2)])
+    assert picked == {"first residual conv": "layer1.0.conv1", "middle conv": "layer2.1.conv2",
+                      "last conv": "layer3.2.conv2"}
+    assert runs.pick_layers(["layer1.0.conv1", "linear"])["linear"] == "linear"
+
+
+def test_start_row_rebuilds_epoch_zero(fake_repo):
+    root = fake_repo
+    fp = ttq_lib.resnet20()
+    save_checkpoint(root / "fp.safetensors", fp)
+    run = root / "results/x/ttq"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"model": "resnet20", "method": "ttq", "init": "fp.safetensors",
+                                                 "t": 0.05, "epochs": 1, "unknown_key": 1}))
+    row = runs.start_row(run, root)
+    assert row["epoch"] == 0 and len(row["layers"]) == 18
+    assert all(r["wp"] == 1.0 and r["wn"] == 1.0 for r in row["layers"])
+    assert len(row["hist"]["layer1.0.conv1"]) == 64
+    (run / "config.json").write_text(json.dumps({"model": "resnet20", "method": "ttq", "init": "nowhere/x.th"}))
+    assert runs.start_row(run, root) is None
+    assert workbook.resolve_init(None, root) is None
