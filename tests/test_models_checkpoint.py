@@ -74,3 +74,13 @@ def test_pretrained_resnet20_accuracy_on_shared_test_split(resnet20_th, cifar):
     model, meta = load_model(resnet20_th)
     acc = accuracy(model, cifar.test_x, cifar.test_y, meta["mean"], meta["std"])
     assert acc == pytest.approx(81.0, abs=0.2)
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    import os
+    umask = os.umask(0o022)
+    try:
+        p = save_checkpoint(tmp_path / "m.safetensors", resnet20())
+    finally:
+        os.umask(umask)
+    assert p.stat().st_mode & 0o777 == 0o644

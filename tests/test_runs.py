@@ -35,6 +35,8 @@ def test_run_summary_complete_in_progress_and_not_started(fake_repo):
     assert (running["epochs_done"], running["epochs_planned"]) == (2, 12)
     new = runs.run_summary(root / "results/a/new", root)
     assert new["status"] == "not started" and new["test_acc"] is None and new["test_error"] is None
+    (root / "results/a/running/STOPPED").write_text("given up: diverged\n")
+    assert runs.run_summary(root / "results/a/running", root)["status"] == "stopped"
     assert [r["run"] for r in runs.results_summary(root)] == ["a/done", "a/new", "a/running"]
 
 

@@ -56,7 +56,8 @@ def run_summary(run_dir: str | os.PathLike, root: str | os.PathLike | None = Non
     """One run in a few numbers: method, epochs done / planned, final test accuracy and error, status.
 
     A run without ``metrics.json`` is reported from its last history row with status "in progress"
-    (or "not started" without any row); ``paper_error`` is the paper's number for that model and method.
+    (or "not started" without any row), or "stopped" when a ``STOPPED`` file in the run folder says why it
+    was given up; ``paper_error`` is the paper's number for that model and method.
     """
     run = Path(run_dir)
     config = _read_json(run / "config.json") or {}
@@ -71,7 +72,8 @@ def run_summary(run_dir: str | os.PathLike, root: str | os.PathLike | None = Non
     if metrics is not None:
         acc, status = metrics.get("test_accuracy"), "complete"
     elif history:
-        acc, status = history[-1]["test_acc"], "in progress"
+        acc = history[-1]["test_acc"]
+        status = "stopped" if (run / "STOPPED").is_file() else "in progress"
     else:
         acc, status = None, "not started"
     return {
