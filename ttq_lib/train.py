@@ -153,6 +153,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    origin = provenance()  # the code that runs is the code at start, whatever is committed meanwhile
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
@@ -235,7 +236,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
                                                                         default=None),
         "checkpoint": ckpt, "command": command_line(), "init": cfg.init, "data": str(data.source),
         "train_images": len(data.train_y), "test_images": len(data.test_y),
-        "wall_time_s": final.get("wall_time_s"), "device": str(device), **provenance(),
+        "wall_time_s": final.get("wall_time_s"), "device": str(device), **origin,
     }
     write_json_atomic(out / "metrics.json", metrics)
     return metrics
