@@ -17,9 +17,9 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from .atomic import atomic_path
 from .convert import ternarize_model
-from .layers import TernaryMixin
 from .models import DEPTHS, build_model
-from .packed import is_packed_file, load_packed
+from .packed import (PackedTernaryConv2d, PackedTernaryLinear, is_packed_file, load_packed,
+                     ternary_like_layers)
 
 FORMAT = "ttq-checkpoint"
 VERSION = "1"
@@ -33,18 +33,21 @@ class CheckpointError(ValueError):
 
 
 def model_meta(model: nn.Module, **extra) -> dict:
-    """The metadata that rebuilds ``model``: architecture and how it was ternarized."""
-    ternary = [m for m in model.modules() if isinstance(m, TernaryMixin)]
+    """The metadata that rebuilds ``model``: architecture and how it was ternarized.
+
+    Works for trainable ternary layers and packed ones alike (both expose ``ternary_codes()``)."""
+    layers = [m for _, m in ternary_like_layers(model)]
     meta = {"arch": getattr(model, "arch", type(model).__name__), "method": "fp",
             "t": None, "sparsity": None, "keep_first": True, "keep_last": True,
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    if ternary:
-        m0 = ternary[0]
-        meta.update(method=m0.method, t=m0.t, sparsity=m0.sparsity)
-        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        meta["keep_first"] = bool(convs) and not isinstance(convs[0], TernaryMixin)
-        meta["keep_last"] = bool(linears) and not isinstance(linears[-1], TernaryMixin)
+    if layers:
+        m0, ternary = layers[0], {id(m) for m in layers}
+        meta.update(method=getattr(m0, "method", None), t=getattr(m0, "t", None),
+                    sparsity=getattr(m0, "sparsity", None))
+        convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, PackedTernaryConv2d))]
+        linears = [m for m in model.modules() if isinstance(m, (nn.Linear, PackedTernaryLinear))]
+        meta["keep_first"] = bool(convs) and id(convs[0]) not in ternary
+        meta["keep_last"] = bool(linears) and id(linears[-1]) not in ternary
     meta.update(extra)
     return meta
 

@@ -18,12 +18,10 @@ def accuracy(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, mean, std
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
     correct = 0
     starts = range(0, len(x_uint8), batch_size)
     for i in tqdm(starts, desc="eval", leave=False, disable=not progress):
-        xb = (x_uint8[i:i + batch_size].to(device).float() / 255 - m) / s
+        xb = normalize(x_uint8[i:i + batch_size].to(device), mean, std)
         correct += int((model(xb).argmax(1).cpu() == y[i:i + batch_size]).sum())
     model.train(was_training)
     return 100.0 * correct / len(x_uint8)

@@ -285,22 +285,6 @@ def is_packed_file(path: str | os.PathLike) -> bool:
 # Save
 
 
-def _describe(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> dict:
-    """Checkpoint meta of ``model`` (see ttq_lib.checkpoint.model_meta), also for already-packed models."""
-    from .checkpoint import model_meta
-
-    meta = model_meta(model)
-    first = layers[0][1]
-    meta.update(method=getattr(first, "method", None), t=getattr(first, "t", None),
-                sparsity=getattr(first, "sparsity", None))
-    ternary = {id(m) for _, m in layers}
-    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, PackedTernaryConv2d))]
-    linears = [m for m in model.modules() if isinstance(m, (nn.Linear, PackedTernaryLinear))]
-    meta["keep_first"] = bool(convs) and id(convs[0]) not in ternary
-    meta["keep_last"] = bool(linears) and id(linears[-1]) not in ternary
-    return meta
-
-
 @torch.no_grad()
 def packed_state_dict(model: nn.Module, scheme: str = "base3") -> dict[str, torch.Tensor]:
     """The tensors of a packed file for ``model`` (see the module docstring for the layout)."""
@@ -338,7 +322,9 @@ def save_packed(model: nn.Module, path: str | os.PathLike, scheme: str = "base3"
     """
     tensors = packed_state_dict(model, scheme)
     layers = [name for name, _ in ternary_like_layers(model)]
-    info = _describe(model, ternary_like_layers(model))
+    from .checkpoint import model_meta  # checkpoint builds on this module: import it late
+
+    info = model_meta(model)
     info.update({k: v for k, v in (meta or {}).items() if k not in _RESERVED})
     from .models import DEPTHS
 
