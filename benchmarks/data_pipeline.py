@@ -24,8 +24,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ttq_lib.data import IMAGENET_MEAN, IMAGENET_STD, Batches, load_cifar10
-from ttq_lib.models import resnet20
+from ttq_lib.data import Batches, load_cifar10
+from ttq_lib.models import IMAGENET_MEAN, IMAGENET_STD, resnet20
 
 
 class PilCifar(torch.utils.data.Dataset):

@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 
 from ttq_lib import ternarize_model
-from ttq_lib.checkpoint import load_model
-from ttq_lib.packed import load_packed, save_packed, ternary_like_layers
-from ttq_lib.packing import SCHEMES, pack_codes, unpack_codes
-from ttq_lib.size import size_report
+from ttq_lib.formats import load_model
+from ttq_lib.convert import ternary_like_layers
+from ttq_lib.formats import load_packed, save_packed
+from ttq_lib.bitpack import SCHEMES, pack_codes, unpack_codes
+from ttq_lib.formats.size import size_report
 
 DEFAULT_DIR = Path(os.environ.get("TTQ_PRETRAINED_DIR", Path(__file__).resolve().parents[2] / "shared" / "pretrained"))
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ttq_lib import build_model, clamp_scales_, ternarize_model
-from ttq_lib.provenance import machine
+from ttq_lib.training.provenance import machine
 
 
 def make_step(model, x, y):

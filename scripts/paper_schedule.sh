@@ -17,7 +17,7 @@ for model in ${MODELS:-resnet20 resnet32 resnet44 resnet56}; do
     [ -f "$dir/metrics.json" ] && continue
     if [ -f "$dir/state.pt" ]; then "$ttq" train --resume "$dir"; continue; fi
     init=()
-    [ "$method" = ttq ] && init=(--init "$out/$model-fp/last.safetensors")
+    [ "$method" = ttq ] && init=(--start-from "$out/$model-fp/last.safetensors")
     "$ttq" train --model "$model" --method "$method" "${init[@]}" --data "$data" --epochs "$epochs" \
         --device cuda --out "$dir"
   done

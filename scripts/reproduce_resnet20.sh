@@ -17,7 +17,7 @@ run() {  # run DIR ARGS...: start, or resume a run that stopped, or skip a finis
   if [ -f "$dir/state.pt" ]; then "$ttq" train --resume "$dir"; else "$ttq" train "$@" --out "$dir"; fi
 }
 if [ -f "$pretrained" ]; then
-  run "$out/fp" --model resnet20 --method fp --init "$pretrained" --data "$data" \
+  run "$out/fp" --model resnet20 --method fp --start-from "$pretrained" --data "$data" \
       --epochs 2 --lr 0.01 --schedule cosine --threads 2
   fp="$out/fp/last.safetensors"
 else
@@ -25,11 +25,11 @@ else
   fp=results/cpu-resnet20/fp/last.safetensors
 fi
 for method in ttq twn; do
-  run "$out/$method" --model resnet20 --method "$method" --init "$fp" --data "$data" \
+  run "$out/$method" --model resnet20 --method "$method" --start-from "$fp" --data "$data" \
       --epochs "$epochs" --lr 0.02 --schedule cosine --threads 1 > "$out/$method.log" 2>&1 &
 done
 wait
-run "$out/ttq-lr0.1" --model resnet20 --method ttq --init "$fp" --data "$data" \
+run "$out/ttq-lr0.1" --model resnet20 --method ttq --start-from "$fp" --data "$data" \
     --epochs "$epochs" --lr 0.1 --schedule cosine --threads 2
 for method in fp ttq twn ttq-lr0.1; do
   [ -f "$out/$method/metrics.json" ] && python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(sys.argv[2], m['test_accuracy'])" "$out/$method/metrics.json" "$method"

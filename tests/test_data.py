@@ -1,4 +1,4 @@
-"""Tests for ttq_lib.data: every source format on tiny data, the cache, augmentation and batching."""
+"""Tests for ttq_lib.data (sources, cache, cifar10, batches): every source format on tiny data, the cache, augmentation and batching."""
 from __future__ import annotations
 
 import os
@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from ttq_lib import data
+from ttq_lib.data import cache, sources
 from ttq_lib.data import (
     CLASSES, Batches, CifarTensors, DataSourceError, augment, crop_flip, load_cifar10, normalize,
 )
@@ -56,7 +57,7 @@ def _write_batches(d: Path, seed: int = 0) -> dict[str, torch.Tensor]:
     d.mkdir(parents=True)
     rng = np.random.default_rng(seed)
     xs, ys = {}, {}
-    for name in data.BATCH_FILES:
+    for name in cache.BATCH_FILES:
         x = rng.integers(0, 256, size=(3, 3072), dtype=np.uint8)
         y = [int(v) for v in rng.integers(0, 10, size=3)]
         with open(d / name, "wb") as f:
@@ -64,7 +65,7 @@ def _write_batches(d: Path, seed: int = 0) -> dict[str, torch.Tensor]:
         xs[name], ys[name] = x, y
     with open(d / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": [c.encode() for c in CLASSES], b"num_vis": 3072}, f)
-    train = data.BATCH_FILES[:5]
+    train = cache.BATCH_FILES[:5]
     return {
         "train_x": torch.from_numpy(np.concatenate([xs[n] for n in train])).view(-1, 3, 32, 32),
         "train_y": torch.tensor(sum((ys[n] for n in train), [])),
@@ -91,14 +92,14 @@ def _no_decoding(monkeypatch):
         raise AssertionError("decoded although a valid cache exists")
 
     for name in ("_decode_one", "_read_batches_dir", "_read_tarball", "_read_image_folder"):
-        monkeypatch.setattr(data, name, fail)
+        monkeypatch.setattr(sources, name, fail)
 
 
 @pytest.fixture(autouse=True)
 def _isolated_caches(tmp_path, monkeypatch):
     # Never let a test write into the repository's data/cache or the user's ~/.cache.
     fallback = tmp_path / "fallback-cache"
-    monkeypatch.setattr(data, "default_cache_dirs", lambda: [fallback])
+    monkeypatch.setattr(cache, "default_cache_dirs", lambda: [fallback])
     monkeypatch.delenv("TTQ_DATA", raising=False)
     return fallback
 
@@ -253,7 +254,7 @@ def test_corrupt_cache_is_rebuilt(tmp_path):
     with pytest.warns(UserWarning, match="unusable CIFAR-10 cache"):
         second = load_cifar10(tmp_path / "tree", progress=False)
     _assert_equal(second, _expected(images))
-    assert data._read_cache(Path(second.cache_path), data._cache_key("folder", tmp_path / "tree")) is not None
+    assert cache.read_cache(Path(second.cache_path), cache.cache_key("folder", tmp_path / "tree")) is not None
 
 
 def test_read_only_source_folder_falls_back(tmp_path, _isolated_caches):

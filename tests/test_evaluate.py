@@ -1,8 +1,8 @@
-"""ttq_lib.evaluate: logits on uint8 images and the forward-pass timer."""
+"""ttq_lib.training.evaluate: logits on uint8 images and the forward-pass timer."""
 import torch
 
 import ttq_lib
-from ttq_lib import evaluate
+from ttq_lib.training import evaluate
 
 
 def test_predict_logits_and_time_forward():

@@ -1,10 +1,10 @@
-"""ttq_lib.explorer: the threshold explorer of notebook 01, driven headlessly."""
+"""ttq_lib.course.explorer: the threshold explorer of notebook 01, driven headlessly."""
 import matplotlib
 import pytest
 import torch
 
 import ttq_lib
-from ttq_lib import explorer, teaching
+from ttq_lib.course import explorer, threshold_stats
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -21,7 +21,7 @@ def test_initial_state_follows_the_paper_rule(weight):
     ex = explorer.threshold_explorer(weight, t=0.05, draw=False)
     assert ex.mode.value == "t"
     assert ex.threshold == float(ttq_lib.threshold_max(weight, 0.05))
-    assert ex.shares == teaching.region_shares(weight, ex.threshold)
+    assert ex.shares == threshold_stats.region_shares(weight, ex.threshold)
     assert ex.twn_threshold == pytest.approx(float(ttq_lib.threshold_twn(weight)))
 
 
@@ -31,11 +31,11 @@ def test_t_slider_updates_threshold_shares_and_error(weight):
     ex.t_slider.value = 0.2
     assert ex.updates > updates
     assert ex.threshold == float(ttq_lib.threshold_max(weight, 0.2))
-    assert ex.shares == teaching.region_shares(weight, ex.threshold)
+    assert ex.shares == threshold_stats.region_shares(weight, ex.threshold)
     assert ex.shares["zero"] > before["zero"]
     assert sum(ex.shares.values()) == pytest.approx(1.0)
-    assert ex.error == pytest.approx(teaching.ternary_error(weight, ex.threshold))
-    assert (ex.wp, ex.wn) == teaching.region_means(weight.flatten(), ex.threshold)
+    assert ex.error == pytest.approx(threshold_stats.ternary_error(weight, ex.threshold))
+    assert (ex.wp, ex.wn) == threshold_stats.region_means(weight.flatten(), ex.threshold)
     assert f"{ex.threshold:.4f}" in ex.summary.value
 
 

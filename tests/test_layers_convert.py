@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from ttq_lib import (TernaryConv2d, TernaryLinear, clamp_scales_, layer_stats, resnet20, resnet56,
+from ttq_lib import (TernaryConv2d, TernaryLinear, clamp_scales_, layer_stats, resnet20, resnet56, 
                      ternarize_model, ternary_layers)
 
 
@@ -63,7 +63,7 @@ def test_converted_weights_equal_source_weights():
 
 
 def test_mean_init_uses_region_magnitudes():
-    m = ternarize_model(resnet20(), init="mean")
+    m = ternarize_model(resnet20(), scale_init="mean")
     conv = m.layer2[1].conv2
     w, d = conv.weight.detach(), conv.threshold()
     assert conv.wp.item() == pytest.approx(w[w > d].mean().item(), rel=1e-5)

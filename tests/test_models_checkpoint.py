@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from ttq_lib import build_model, load_model, resnet20, save_checkpoint, ternarize_model
-from ttq_lib.checkpoint import CheckpointError
-from ttq_lib.evaluate import accuracy
+from ttq_lib.formats import CheckpointError
+from ttq_lib.training.evaluate import accuracy
 
 PARAMS = {"resnet20": 0.27e6, "resnet32": 0.46e6, "resnet44": 0.66e6, "resnet56": 0.85e6}
 

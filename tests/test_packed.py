@@ -10,26 +10,19 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ttq_lib import resnet20, ternarize_model
-from ttq_lib.checkpoint import load_model, save_checkpoint
-from ttq_lib.packed import (
-    FORMAT,
-    PackedFileError,
-    PackedTernaryConv2d,
-    PackedTernaryLinear,
-    is_packed_file,
-    load_packed,
-    pack_checkpoint,
-    save_packed,
-    tensor_checksum,
-)
-from ttq_lib.packing import SCHEMES
+from ttq_lib.formats import load_model, save_checkpoint
+from ttq_lib.bitpack import SCHEMES
+from ttq_lib.formats import pack_checkpoint
+from ttq_lib.formats.packed_file import (FORMAT, PackedFileError, is_packed_file, load_packed, save_packed,
+                                         tensor_checksum)
+from ttq_lib.packed_layers import PackedTernaryConv2d, PackedTernaryLinear
 
 torch.set_num_threads(1)
 
 
 def _ternary_resnet20(seed=0, **kw):
     torch.manual_seed(seed)
-    model = ternarize_model(resnet20(), init="mean", **kw)
+    model = ternarize_model(resnet20(), scale_init="mean", **kw)
     # Non-trivial batch-norm state, so a lost running statistic would change the logits.
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -282,7 +275,7 @@ def test_errors_are_value_errors():
 def test_pretrained_resnet20_round_trip(tmp_path, x):
     src = Path(os.environ["TTQ_PRETRAINED_DIR"]) / "resnet20-12fca82f.th"
     fp, _ = load_model(src)
-    model = ternarize_model(fp, init="mean").eval()
+    model = ternarize_model(fp, scale_init="mean").eval()
     fp32 = tmp_path / "fp32.pt"
     torch.save(model.state_dict(), fp32)
     path = save_packed(model, tmp_path / "r20.safetensors")

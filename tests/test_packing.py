@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ttq_lib.packing import (
+from ttq_lib.bitpack import (
     SCHEMES,
     pack_2bit,
     pack_base3,

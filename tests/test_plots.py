@@ -1,10 +1,10 @@
-"""ttq_lib.plots: every figure draws (headless), and the markdown table."""
+"""ttq_lib.course.plots: every figure draws (headless), and the markdown table."""
 import matplotlib
 import pytest
 import torch
 
 import ttq_lib
-from ttq_lib import plots, teaching
+from ttq_lib.course import gradient_aids, plots
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -32,8 +32,8 @@ def test_plot_functions_draw(history_rows):
     stats = [{"name": "a", "zero": 0.3}, {"name": "b", "zero": 0.5}]
     plots.plot_layer_sparsity(stats, stats)
     plots.plot_quantizer(1.2, 0.8, 0.05)
-    toy = teaching.toy_target(n=100)
-    axes = plots.plot_toy_fit({"a": teaching.fit_ternary_toy(toy["w"], toy["y"], steps=3)}, targets=(1.5, 0.5))
+    toy = gradient_aids.toy_target(n=100)
+    axes = plots.plot_toy_fit({"a": gradient_aids.fit_ternary_toy(toy["w"], toy["y"], steps=3)}, targets=(1.5, 0.5))
     assert len(axes) == 1
     x = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
     plots.show_images(x, torch.arange(5), ncols=3)

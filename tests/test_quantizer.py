@@ -1,7 +1,10 @@
 """The TTQ quantizer's forward (Eq. 6) and hand-written backward (Eqs. 7-8) against autograd and
 finite differences, hand-worked examples, and bad inputs."""
+import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ttq_lib import TTQFunction, ternarize, threshold_max
 
@@ -143,3 +146,21 @@ def test_empty_weight_rejected():
 def test_non_positive_scales_rejected(wp, wn, name):
     with pytest.raises(ValueError, match=f"{name}=.*not positive"):
         ternarize(torch.randn(10), torch.tensor(wp), torch.tensor(wn))
+
+
+@given(st.lists(st.floats(-4, 4, allow_nan=False, width=32), min_size=1, max_size=60),
+       st.floats(0, 3), st.floats(0.01, 5), st.floats(0.01, 5))
+def test_codes_scales_and_shares_agree_with_numpy(values, delta, wp, wn):
+    from ttq_lib.quantizers import code_shares, scale_codes, ternary_codes
+
+    w = torch.tensor(values, dtype=torch.float32)
+    a = np.asarray(values, dtype=np.float32)
+    codes = ternary_codes(w, delta)
+    assert codes.dtype == torch.int8
+    assert codes.tolist() == (np.sign(a) * (np.abs(a) > np.float32(delta))).astype(int).tolist()
+    q = scale_codes(codes, torch.tensor(wp), torch.tensor(wn))
+    want = np.where(a > np.float32(delta), np.float32(wp), np.where(a < -np.float32(delta), -np.float32(wn), 0))
+    assert q.tolist() == want.tolist()
+    shares = code_shares(codes)
+    assert (shares["neg"], shares["pos"]) == (np.mean(a < -np.float32(delta)), np.mean(a > np.float32(delta)))
+    assert sum(shares.values()) == pytest.approx(1.0)

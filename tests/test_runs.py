@@ -1,12 +1,13 @@
-"""ttq_lib.runs: summaries of committed runs, the epoch-0 row, per-layer series of a history."""
+"""ttq_lib.course.runs and training.history: summaries of committed runs, the epoch-0 row, per-layer series of a history."""
 import json
 from pathlib import Path
 
 import pytest
 
 import ttq_lib
-from ttq_lib import runs, workbook
-from ttq_lib.checkpoint import save_checkpoint
+from ttq_lib.course import runs, workbook
+from ttq_lib.training import history
+from ttq_lib.formats import save_checkpoint
 
 
 def _write_run(run: Path, method="ttq", epochs=3, done=3, complete=True, checkpoint=True):
@@ -54,10 +55,10 @@ def test_default_run_dir_prefers_a_complete_cpu_run(fake_repo):
 
 def test_layer_series_network_shares_and_pick_layers(history_rows):
     h = history_rows
-    assert runs.layer_series(h, "layer1.0.conv1", "wp") == ([1, 2, 3], [2.0, 3.0, 4.0])
-    assert runs.network_shares(h[0])["zero"] == pytest.approx((0.5 * 100 + 0.1 * 300) / 400)
-    assert runs.layer_series(h, "*", "zero")[1][0] == pytest.approx(0.2)
-    assert runs.layer_names(h) == ["layer1.0.conv1", "layer3.2.conv2"]
+    assert history.layer_series(h, "layer1.0.conv1", "wp") == ([1, 2, 3], [2.0, 3.0, 4.0])
+    assert history.network_shares(h[0])["zero"] == pytest.approx((0.5 * 100 + 0.1 * 300) / 400)
+    assert history.layer_series(h, "*", "zero")[1][0] == pytest.approx(0.2)
+    assert history.layer_names(h) == ["layer1.0.conv1", "layer3.2.conv2"]
     picked = runs.pick_layers([f"layer{s}.{b}.conv{c}" for s in (1, 2, 3) for b in range(3) for c in (1, 2)])
     assert picked == {"first residual conv": "layer1.0.conv1", "middle conv": "layer2.1.conv2",
                       "last conv": "layer3.2.conv2"}
@@ -78,4 +79,4 @@ def test_start_row_rebuilds_epoch_zero(fake_repo):
     assert len(row["hist"]["layer1.0.conv1"]) == 64
     (run / "config.json").write_text(json.dumps({"model": "resnet20", "method": "ttq", "init": "nowhere/x.th"}))
     assert runs.start_row(run, root) is None
-    assert workbook.resolve_init(None, root) is None
+    assert workbook.resolve_start_checkpoint(None, root) is None

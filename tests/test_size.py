@@ -9,8 +9,8 @@ import torch.nn as nn
 
 from ttq_lib import resnet20, ternarize_model
 from ttq_lib.layers import TernaryLinear
-from ttq_lib.packed import load_packed, save_packed
-from ttq_lib.size import FORMATS, size_report, ternary_entropy_bits
+from ttq_lib.formats import load_packed, save_packed
+from ttq_lib.formats.size import FORMATS, size_report, ternary_entropy_bits
 
 matplotlib.use("Agg")
 
@@ -72,7 +72,7 @@ def test_full_precision_model_has_no_ternary_ratio():
 
 def test_resnet20_ternary_ratio_and_packed_model_agree(tmp_path):
     torch.manual_seed(0)
-    model = ternarize_model(resnet20(), init="mean")
+    model = ternarize_model(resnet20(), scale_init="mean")
     report = size_report(model)
     assert sum(r["kind"] == "ternary" for r in report.rows) == 18
     assert report.ratios["ternary"]["2bit"] == pytest.approx(16, rel=0.01)  # 2 bits + two scalars

@@ -1,41 +1,41 @@
-"""ttq_lib.teaching: threshold statistics (notebook 01), gradient aids (notebook 02), exercise checks."""
+"""ttq_lib.course: threshold statistics (notebook 01), gradient aids (notebook 02), exercise checks."""
 import math
 
 import pytest
 import torch
 
 import ttq_lib
-from ttq_lib import teaching
+from ttq_lib.course import exercises, gradient_aids, threshold_stats
 
 
 def test_region_statistics_by_hand():
     w = torch.tensor([0.9, -0.03, -0.6, 0.02, 0.4, -1.0])
-    assert teaching.region_shares(w, 0.05) == {"neg": 2 / 6, "zero": 2 / 6, "pos": 2 / 6}
-    assert teaching.region_means(w, 0.05) == pytest.approx((0.65, 0.8))
-    q = teaching.ternary_approximation(w, 0.05, 0.65, 0.8)
+    assert threshold_stats.region_shares(w, 0.05) == {"neg": 2 / 6, "zero": 2 / 6, "pos": 2 / 6}
+    assert threshold_stats.region_means(w, 0.05) == pytest.approx((0.65, 0.8))
+    q = threshold_stats.ternary_approximation(w, 0.05, 0.65, 0.8)
     expected = math.sqrt(0.25 ** 2 * 2 + 0.03 ** 2 + 0.2 ** 2 * 2 + 0.02 ** 2) / float(w.norm())
-    assert teaching.ternary_error(w, 0.05) == pytest.approx(expected, rel=1e-6)
+    assert threshold_stats.ternary_error(w, 0.05) == pytest.approx(expected, rel=1e-6)
     assert torch.equal(q, torch.tensor([0.65, 0, -0.8, 0, 0.65, -0.8]))
-    assert teaching.region_means(w, 5.0) == (0.0, 0.0)  # empty regions
+    assert threshold_stats.region_means(w, 5.0) == (0.0, 0.0)  # empty regions
 
 
 def test_error_is_zero_for_a_ternary_tensor_and_best_with_region_means():
     w = torch.tensor([1.5, 0.0, -0.5, 1.5, 0.0, -0.5])
-    assert teaching.ternary_error(w, 0.1) == 0.0
+    assert threshold_stats.ternary_error(w, 0.1) == 0.0
     g = torch.randn(500, generator=torch.Generator().manual_seed(0))
     d = ttq_lib.threshold_max(g, 0.05)
-    best = teaching.ternary_error(g, d)
-    wp, wn = teaching.region_means(g, d)
+    best = threshold_stats.ternary_error(g, d)
+    wp, wn = threshold_stats.region_means(g, d)
     for dp, dn in ((0.1, 0), (0, -0.1), (0.05, 0.05)):
-        assert teaching.ternary_error(g, d, wp + dp, wn + dn) > best
+        assert threshold_stats.ternary_error(g, d, wp + dp, wn + dn) > best
 
 
 def test_threshold_sweep_and_rule_summary():
     g = torch.randn(2000, generator=torch.Generator().manual_seed(1))
-    sweep = teaching.threshold_sweep(g, [0.01, 0.05, 0.2, 0.5])
+    sweep = threshold_stats.threshold_sweep(g, [0.01, 0.05, 0.2, 0.5])
     assert sweep["zero"] == sorted(sweep["zero"])
     assert sweep["threshold"][1] == pytest.approx(0.05 * float(g.abs().max()))
-    rows = teaching.rule_summary(g, t=0.05, sparsities=(0.0, 0.3))
+    rows = threshold_stats.rule_summary(g, t=0.05, sparsities=(0.0, 0.3))
     assert [r["rule"].split()[0] for r in rows] == ["TTQ", "TWN", "sparsity", "sparsity"]
     assert rows[0]["t_equiv"] == pytest.approx(0.05)
     assert rows[1]["threshold"] == pytest.approx(float(ttq_lib.threshold_twn(g)))
@@ -47,8 +47,8 @@ def test_autograd_reference_matches_the_hand_written_backward():
     w = torch.randn(300, generator=gen, dtype=torch.float64)
     g = torch.randn(300, generator=gen, dtype=torch.float64)
     d = ttq_lib.threshold_max(w, 0.05)
-    hand = teaching.ttq_gradients(w, 0.7, 1.3, d, g)
-    auto = teaching.quantizer_gradients(lambda x, a, b: teaching.ttq_autograd_reference(x, a, b, d), w, 0.7, 1.3, g)
+    hand = gradient_aids.ttq_gradients(w, 0.7, 1.3, d, g)
+    auto = gradient_aids.quantizer_gradients(lambda x, a, b: gradient_aids.ttq_autograd_reference(x, a, b, d), w, 0.7, 1.3, g)
     for h, a in zip(hand, auto):
         assert torch.allclose(h, a, rtol=0, atol=1e-12)
     assert float(hand[2]) == pytest.approx(-float(g[w < -d].sum()))
@@ -58,7 +58,7 @@ def test_wrong_sign_flips_only_dwn():
     w = torch.tensor([0.9, -0.03, -0.6, 0.02, 0.4, -1.0])
     c = torch.arange(1.0, 7.0)
     grads = []
-    for fn in (ttq_lib.ternarize, teaching.ternarize_wrong_sign):
+    for fn in (ttq_lib.ternarize, gradient_aids.ternarize_wrong_sign):
         wl = w.clone().requires_grad_(True)
         wp, wn = torch.tensor(1.2, requires_grad=True), torch.tensor(0.8, requires_grad=True)
         (c * fn(wl, wp, wn, 0.05)).sum().backward()
@@ -71,16 +71,16 @@ def test_wrong_sign_flips_only_dwn():
 def test_finite_difference():
     x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
     f = lambda: (x ** 2).sum()  # noqa: E731
-    assert teaching.finite_difference(f, x, 1) == pytest.approx(4.0)
+    assert gradient_aids.finite_difference(f, x, 1) == pytest.approx(4.0)
     assert torch.equal(x, torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))  # restored
     s = torch.tensor(2.0, dtype=torch.float64)
-    assert teaching.finite_difference(lambda: s ** 3, s) == pytest.approx(12.0, rel=1e-6)
+    assert gradient_aids.finite_difference(lambda: s ** 3, s) == pytest.approx(12.0, rel=1e-6)
 
 
 def test_toy_fit_converges_with_the_right_sign_and_diverges_with_the_wrong_one():
-    toy = teaching.toy_target(n=400, wp=1.5, wn=0.5, seed=0)
-    right = teaching.fit_ternary_toy(toy["w"], toy["y"], steps=80, lr_scales=5e-4)
-    wrong = teaching.fit_ternary_toy(toy["w"], toy["y"], steps=80, lr_scales=5e-4, wrong_sign=True)
+    toy = gradient_aids.toy_target(n=400, wp=1.5, wn=0.5, seed=0)
+    right = gradient_aids.fit_ternary_toy(toy["w"], toy["y"], steps=80, lr_scales=5e-4)
+    wrong = gradient_aids.fit_ternary_toy(toy["w"], toy["y"], steps=80, lr_scales=5e-4, wrong_sign=True)
     assert right["wp"][-1] == pytest.approx(1.5, abs=0.02) and right["wn"][-1] == pytest.approx(0.5, abs=0.02)
     assert right["loss"][-1] < right["loss"][0]
     assert wrong["wp"][-1] == pytest.approx(right["wp"][-1])
@@ -89,21 +89,21 @@ def test_toy_fit_converges_with_the_right_sign_and_diverges_with_the_wrong_one()
 
 
 def test_toy_fit_learns_assignments():
-    toy = teaching.toy_target(n=500, seed=1, correlation=0.5)
-    fit = teaching.fit_ternary_toy(toy["w"], toy["y"], steps=100, lr_scales=2.5e-4, lr_latent=0.02,
+    toy = gradient_aids.toy_target(n=500, seed=1, correlation=0.5)
+    fit = gradient_aids.fit_ternary_toy(toy["w"], toy["y"], steps=100, lr_scales=2.5e-4, lr_latent=0.02,
                                 target_codes=toy["codes"])
     assert fit["agreement"][-1] > fit["agreement"][0] + 0.2
     assert len(fit["step"]) == 101 and all(v >= 1e-4 for v in fit["wn"])
     with pytest.raises(ValueError):
-        teaching.toy_target(correlation=2.0)
+        gradient_aids.toy_target(correlation=2.0)
 
 
 def test_check_exercise():
     ref = lambda x: x * 2  # noqa: E731
     cases = [(torch.tensor([1.0, 2.0]),), (torch.tensor(3.0),)]
-    assert teaching.check_exercise(lambda x: None, ref, cases).startswith("not attempted")
-    assert teaching.check_exercise(lambda x: x + x, ref, cases).startswith("correct")
+    assert exercises.check_exercise(lambda x: None, ref, cases).startswith("not attempted")
+    assert exercises.check_exercise(lambda x: x + x, ref, cases).startswith("correct")
     with pytest.raises(AssertionError, match="case 0"):
-        teaching.check_exercise(lambda x: x * 3, ref, cases)
+        exercises.check_exercise(lambda x: x * 3, ref, cases)
     with pytest.raises(AssertionError, match="shape"):
-        teaching.check_exercise(lambda x: x.sum(), ref, cases)
+        exercises.check_exercise(lambda x: x.sum(), ref, cases)

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from ttq_lib.cli import main
 from ttq_lib.data import synthetic_cifar10
-from ttq_lib.train import TrainConfig, learning_rate, param_groups, build, train
+from ttq_lib.training import TrainConfig, learning_rate, param_groups, build, train
 
 
 def small_cfg(tmp_path, name, **kw):
@@ -18,7 +18,7 @@ def small_cfg(tmp_path, name, **kw):
 
 
 def test_real_short_training_history(tmp_path, cifar, resnet20_th):
-    cfg = small_cfg(tmp_path, "real", init=str(resnet20_th), epochs=1, train_subset=384, test_subset=256,
+    cfg = small_cfg(tmp_path, "real", start_from=str(resnet20_th), epochs=1, train_subset=384, test_subset=256,
                     lr=0.01, data="shared")
     metrics = train(cfg, progress=False, data=cifar)
     hist = [json.loads(l) for l in (tmp_path / "real" / "history.jsonl").read_text().splitlines()]
@@ -40,7 +40,7 @@ def test_real_short_training_history(tmp_path, cifar, resnet20_th):
 
 
 def test_interrupted_run_resumes_to_same_weights(tmp_path, monkeypatch):
-    import ttq_lib.train as tr
+    import ttq_lib.training.loop as tr
 
     data = synthetic_cifar10(200, 64)
     full = train(small_cfg(tmp_path, "full", epochs=3), progress=False, data=data)
@@ -107,7 +107,8 @@ def test_scales_are_decayed_only_on_request():
     (["--sparsity", "1.0"], "outside [0, 1)"),
     (["--epochs", "0"], "at least 1"),
     (["--lr", "-1"], "must be positive"),
-    (["--init", "no/such/file.th"], "does not exist"),
+    (["--start-from", "no/such/file.th"], "does not exist"),
+    (["--init", "no/such/file.th"], "--start-from no/such/file.th does not exist"),
 ])
 def test_bad_arguments_are_clear_errors(tmp_path, capsys, args, message):
     rc = main(["train", "--data", "synthetic", "--out", str(tmp_path / "x")] + args)
@@ -128,3 +129,24 @@ def test_eval_json_last_line(tmp_path, capsys):
     assert rc == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert 0 <= json.loads(last)["accuracy"] <= 100
+
+
+def test_deprecated_init_flag_still_starts_from_the_checkpoint(tmp_path, capsys):
+    start = tmp_path / "fp.safetensors"
+    assert main(["train", "--method", "fp", "--data", "synthetic:64", "--epochs", "1", "--batch-size", "32",
+                 "--threads", "1", "--out", str(tmp_path / "fp")]) == 0
+    (tmp_path / "fp" / "last.safetensors").rename(start)
+    capsys.readouterr()
+    assert main(["train", "--init", str(start), "--data", "synthetic:64", "--epochs", "1", "--batch-size", "32",
+                 "--threads", "1", "--out", str(tmp_path / "ttq")]) == 0
+    assert "--init is deprecated" in capsys.readouterr().err
+    config = json.loads((tmp_path / "ttq" / "config.json").read_text())
+    assert config["start_from"] == str(start) and "init" not in config
+
+
+def test_saved_config_renames_old_keys_and_rejects_unknown_ones():
+    cfg = TrainConfig.from_dict({"model": "resnet32", "init": "a.th", "scale_init": "mean"})
+    assert (cfg.model, cfg.start_from, cfg.scale_init) == ("resnet32", "a.th", "mean")
+    with pytest.raises(ValueError, match=r"run/config.json has unknown key\(s\) \['lr_typo'\]"):
+        TrainConfig.from_dict({"lr_typo": 0.1}, where="run/config.json")
+    assert TrainConfig.from_dict({"lr_typo": 0.1, "lr": 0.5}, strict=False).lr == 0.5

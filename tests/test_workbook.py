@@ -1,10 +1,10 @@
-"""ttq_lib.workbook: the checkout, fast mode, threads, and where the data and the pretrained model are."""
+"""ttq_lib.course.workbook: the checkout, fast mode, threads, and where the data and the pretrained model are."""
 from pathlib import Path
 
 import pytest
 import torch
 
-from ttq_lib import workbook
+from ttq_lib.course import workbook
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -14,7 +14,7 @@ def test_find_repo_root_from_a_subfolder_and_fallback(tmp_path, fake_repo):
     assert workbook.find_repo_root(root / "notebooks") == root.resolve()
     assert workbook.find_repo_root(ROOT / "notebooks") == ROOT
     # outside any checkout: the checkout ttq_lib was imported from
-    assert workbook.find_repo_root(tmp_path) == Path(workbook.__file__).resolve().parent.parent
+    assert workbook.find_repo_root(tmp_path) == ROOT
 
 
 @pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("", False), ("0", False), (None, False)])

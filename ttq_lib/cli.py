@@ -13,7 +13,7 @@ Trained Ternary Quantization (Zhu, Han, Mao, Dally, ICLR 2017) on CIFAR-10.
 Every quantized layer keeps latent full-precision weights w and learns two scales Wp, Wn:
 weights above t*max|w| become +Wp, below -t*max|w| become -Wn, the rest 0.
 
-  ttq train --init ../shared/pretrained/resnet20-12fca82f.th --method ttq   fine-tune TTQ
+  ttq train --start-from ../shared/pretrained/resnet20-12fca82f.th          fine-tune TTQ
   ttq eval results/.../last.safetensors --data cifar10-jpeg.tar.gz         test accuracy
   ttq pack results/.../last.safetensors -o model.ttq.safetensors            2-bit / base-3 file
   ttq size results/.../last.safetensors                                     per-layer size table
@@ -25,8 +25,19 @@ DATA_HELP = ("CIFAR-10 source: 'download' (torchvision, into data/), a cifar-10-
              "Default: $TTQ_DATA, else download")
 
 
+class _DeprecatedInit(argparse.Action):
+    """``--init`` was the old name of ``--start-from``; it still works, with a note on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print("ttq train: note: --init is deprecated and will be removed; use --start-from (same meaning)",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def _add_train(sub) -> None:
-    from .train import TrainConfig
+    from .layers import SCALE_INITS
+    from .models import DEPTHS
+    from .training.config import METHODS, SCHEDULES, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train or fine-tune a FP / TWN / TTQ CIFAR ResNet",
@@ -34,18 +45,20 @@ def _add_train(sub) -> None:
                        description="Train a CIFAR ResNet. Defaults follow the official TTQ CIFAR-10 recipe "
                                    "(SGD momentum 0.9, lr 0.1 /10 at epochs 82, 123, 150, batch 128, weight "
                                    "decay 2e-4, t = 0.05). The paper fine-tunes TTQ from a trained "
-                                   "full-precision model: pass it with --init.")
-    p.add_argument("--model", default=d.model, choices=["resnet20", "resnet32", "resnet44", "resnet56"])
-    p.add_argument("--method", default=d.method, choices=["fp", "twn", "ttq"],
+                                   "full-precision model: pass it with --start-from.")
+    p.add_argument("--model", default=d.model, choices=list(DEPTHS))
+    p.add_argument("--method", default=d.method, choices=list(METHODS),
                    help="fp: full precision; twn: Ternary Weight Networks baseline; ttq: trained ternary")
-    p.add_argument("--init", default=None, help="checkpoint to fine-tune from (../shared/pretrained/*.th or "
-                                                 "one of ours); omit to train from scratch")
+    p.add_argument("--start-from", metavar="CHECKPOINT", default=None,
+                   help="checkpoint to fine-tune from (../shared/pretrained/*.th or one of ours); omit to train "
+                        "from scratch")
+    p.add_argument("--init", dest="start_from", action=_DeprecatedInit, help="deprecated name of --start-from")
     p.add_argument("--data", default=None, help=DATA_HELP)
     rule = p.add_mutually_exclusive_group()
     rule.add_argument("--t", type=float, default=d.t, help="threshold factor: delta = t * max|w| (paper: 0.05)")
     rule.add_argument("--sparsity", type=float, default=None,
                       help="instead of t: fixed share r of zero weights per layer (paper sweeps 0..0.5)")
-    p.add_argument("--scale-init", default=d.scale_init, choices=["one", "mean"],
+    p.add_argument("--scale-init", default=d.scale_init, choices=list(SCALE_INITS),
                    help="initial Wp, Wn: 1.0 as in the official code, or each region's mean |w|")
     p.add_argument("--quantize-first", action="store_true", help="also ternarize the first conv")
     p.add_argument("--quantize-last", action="store_true", help="also ternarize the last linear layer")
@@ -56,8 +69,8 @@ def _add_train(sub) -> None:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--decay-scales", action="store_true",
                    help="apply weight decay to Wp, Wn too (the official script did, by its name filter)")
-    p.add_argument("--schedule", default=d.schedule, choices=["step", "cosine"])
-    p.add_argument("--milestones", default="82,123,150", help="epochs where the step schedule divides lr by 10")
+    p.add_argument("--schedule", default=d.schedule, choices=list(SCHEDULES))
+    p.add_argument("--milestones", default=",".join(map(str, d.milestones)), help="epochs where the step schedule divides lr by 10")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
@@ -70,17 +83,17 @@ def _add_train(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from .train import TrainConfig, train
+    from .training import TrainConfig, train
 
     if args.resume:
         cfg_path = Path(args.resume) / "config.json"
         if not cfg_path.exists():
             raise SystemExit(f"error: {args.resume} is not a run directory (no config.json)")
-        cfg = TrainConfig(**json.loads(cfg_path.read_text()))
+        cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()), where=str(cfg_path))
         cfg.out = args.resume
     else:
         out = args.out or f"runs/{args.model}-{args.method}-{time.strftime('%Y%m%d-%H%M%S')}"
-        cfg = TrainConfig(model=args.model, method=args.method, init=args.init, data=args.data, t=args.t,
+        cfg = TrainConfig(model=args.model, method=args.method, start_from=args.start_from, data=args.data, t=args.t,
                           sparsity=args.sparsity, scale_init=args.scale_init, keep_first=not args.quantize_first,
                           keep_last=not args.quantize_last, epochs=args.epochs, batch_size=args.batch_size,
                           lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
@@ -106,10 +119,9 @@ def _add_eval(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    from .checkpoint import load_model
     from .data import load_cifar10
-    from .evaluate import accuracy
-    from .train import resolve_device
+    from .formats import load_model
+    from .training import accuracy, resolve_device
 
     device = resolve_device(args.device)
     model, meta = load_model(args.path, map_location=device)
@@ -128,18 +140,21 @@ def cmd_eval(args) -> int:
 
 
 def _add_pack(sub) -> None:
+    from .bitpack import SCHEMES
+
     p = sub.add_parser("pack", help="write a packed ternary model file (2-bit or base-3 codes)",
                        description="Pack a ternary checkpoint: each ternary layer's weights become codes in "
                                    "{-1, 0, +1} (2 bits, or 5 per byte in base 3 = 1.6 bits) plus Wp and Wn; "
                                    "other tensors are kept as they are. `ttq eval FILE` evaluates the result.")
     p.add_argument("path", help="a TTQ or TWN checkpoint (.safetensors)")
     p.add_argument("-o", "--output", required=True, help="packed file to write (.safetensors)")
-    p.add_argument("--scheme", default="base3", choices=["base3", "2bit"])
+    p.add_argument("--scheme", default="base3", choices=list(SCHEMES),
+                   help="base3: 5 codes per byte (1.6 bits); 2bit: 4 codes per byte, the paper's count")
     p.set_defaults(func=cmd_pack)
 
 
 def cmd_pack(args) -> int:
-    from .packed import pack_checkpoint
+    from .formats import pack_checkpoint
 
     out = pack_checkpoint(args.path, args.output, scheme=args.scheme)
     src, dst = Path(args.path).stat().st_size, Path(args.output).stat().st_size
@@ -155,8 +170,7 @@ def _add_size(sub) -> None:
 
 
 def cmd_size(args) -> int:
-    from .checkpoint import load_model
-    from .size import size_report
+    from .formats import load_model, size_report
 
     model, _ = load_model(args.path)
     report = size_report(model)
@@ -177,23 +191,22 @@ def _add_demo(sub) -> None:
 
 
 def cmd_demo(args) -> int:
-    from .bn import recalibrate_bn
-    from .checkpoint import load_model
     from .convert import ternarize_model
     from .data import Batches, load_cifar10
-    from .evaluate import accuracy
+    from .formats import load_model
+    from .training import accuracy, recalibrate_bn
 
     data = load_cifar10(args.data).subset(2048, args.test_subset)  # stratified: stored class by class
     x, y = data.test_x, data.test_y
     model, meta = load_model(args.checkpoint)
     mean, std = meta["mean"], meta["std"]
     rows = [("full precision", accuracy(model, x, y, mean, std))]
-    for method, init in (("ttq", "one"), ("ttq", "mean"), ("twn", "one")):
+    for method, scale_init in (("ttq", "one"), ("ttq", "mean"), ("twn", "one")):
         m, _ = load_model(args.checkpoint)
-        ternarize_model(m, method=method, t=args.t, init=init)
+        ternarize_model(m, method=method, t=args.t, scale_init=scale_init)
         before = accuracy(m, x, y, mean, std)
         recalibrate_bn(m, Batches(data.train_x, data.train_y, batch_size=256, mean=mean, std=std), 2048)
-        rows.append((f"{method} (Wp, Wn init {init})" if method == "ttq" else method, before,
+        rows.append((f"{method} (Wp, Wn init {scale_init})" if method == "ttq" else method, before,
                      accuracy(m, x, y, mean, std)))
     print(f"{meta['arch']} on {len(y)} test images of {data.source}")
     print(f"{'model':28s} {'no training':>12s} {'BN recalibrated':>16s}")

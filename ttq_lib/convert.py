@@ -1,4 +1,9 @@
-"""Convert any torch model to a ternary one in place, and inspect its ternary layers."""
+"""Convert any torch model to a ternary one in place, and inspect its ternary layers.
+
+``ternarize_model`` swaps ``nn.Conv2d`` / ``nn.Linear`` for the layers of :mod:`ttq_lib.layers` (the paper's
+Sec. 4 keeps the first conv and the last fully connected layer in full precision); ``layer_stats`` gives per
+layer the quantities of the paper's Fig. 3 (Wp, Wn and the shares of negative / zero / positive weights).
+"""
 from __future__ import annotations
 
 from typing import Iterable
@@ -7,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from .layers import TernaryConv2d, TernaryLinear, TernaryMixin
+from .quantizers import code_shares
 from .thresholds import DEFAULT_T
 
 
@@ -20,13 +26,14 @@ def _first_conv_and_last_linear(model: nn.Module) -> tuple[str | None, str | Non
     return first_conv, last_linear
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` in place of the submodule called ``name`` (a dotted path such as ``layer1.0.conv1``)."""
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
 
 
-def _ternary_copy(m: nn.Module, init: str, **kw) -> nn.Module:
+def _ternary_copy(m: nn.Module, scale_init: str, **kw) -> nn.Module:
     factory = dict(device=m.weight.device, dtype=m.weight.dtype)
     if isinstance(m, nn.Conv2d):
         new = TernaryConv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride,
@@ -38,7 +45,7 @@ def _ternary_copy(m: nn.Module, init: str, **kw) -> nn.Module:
         new.weight.copy_(m.weight)
         if m.bias is not None:
             new.bias.copy_(m.bias)
-    new.init_scales_(init)
+    new.init_scales_(scale_init)
     return new
 
 
@@ -49,7 +56,7 @@ def ternarize_model(
     sparsity: float | None = None,
     keep_first: bool = True,
     keep_last: bool = True,
-    init: str = "one",
+    scale_init: str = "one",
     exclude: Iterable[str] = (),
 ) -> nn.Module:
     """Replace the model's Conv2d and Linear layers by ternary ones, in place; returns the model.
@@ -57,7 +64,7 @@ def ternarize_model(
     Following the paper (Sec. 4), the first convolution and the last fully connected layer stay in full
     precision by default (``keep_first``, ``keep_last``); ``exclude`` names further layers to keep.
     ``method`` is "ttq" (trained Wp, Wn; Eqs. 6-8) or "twn" (the baseline); ``t`` or ``sparsity`` picks the
-    threshold rule; ``init`` starts Wp, Wn at 1.0 ("one", the official code) or at the mean magnitude of
+    threshold rule; ``scale_init`` starts Wp, Wn at 1.0 ("one", the official code) or at the mean magnitude of
     each region ("mean").  Latent weights start as copies of the full-precision ones.
     """
     if any(isinstance(m, TernaryMixin) for m in model.modules()):
@@ -71,13 +78,20 @@ def ternarize_model(
     targets = [(n, m) for n, m in model.named_modules()
                if type(m) in (nn.Conv2d, nn.Linear) and n not in keep]
     for name, m in targets:
-        _replace(model, name, _ternary_copy(m, method=method, t=t, sparsity=sparsity, init=init))
+        replace_module(model, name, _ternary_copy(m, method=method, t=t, sparsity=sparsity, scale_init=scale_init))
     return model
 
 
 def ternary_layers(model: nn.Module) -> list[tuple[str, TernaryMixin]]:
-    """The (qualified name, module) of every ternary layer, in model order."""
+    """The (qualified name, module) of every trainable ternary layer, in model order."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, TernaryMixin)]
+
+
+def ternary_like_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Layers that expose ``ternary_codes()`` and ``scales()``: trainable ternary layers and packed ones
+    (:mod:`ttq_lib.packed_layers`), so sizes and statistics work on both."""
+    return [(n, m) for n, m in model.named_modules()
+            if callable(getattr(m, "ternary_codes", None)) and callable(getattr(m, "scales", None))]
 
 
 @torch.no_grad()
@@ -89,16 +103,7 @@ def layer_stats(model: nn.Module) -> list[dict]:
     rows = []
     for name, m in ternary_layers(model):
         codes = m.ternary_codes()
-        n = codes.numel()
         wp, wn = m.scales()
-        rows.append({
-            "name": name,
-            "numel": n,
-            "wp": float(wp),
-            "wn": float(wn),
-            "threshold": float(m.threshold()),
-            "neg": float((codes < 0).sum()) / n,
-            "zero": float((codes == 0).sum()) / n,
-            "pos": float((codes > 0).sum()) / n,
-        })
+        rows.append({"name": name, "numel": codes.numel(), "wp": float(wp), "wn": float(wn),
+                     "threshold": float(m.threshold()), **code_shares(codes)})
     return rows

@@ -2,7 +2,7 @@
 
 The latent ``weight`` is what the optimizer updates; ``quantized_weight()`` is what the layer computes with.
 For TTQ each layer owns two trained scales ``wp`` and ``wn`` (paper Sec. 3); the official code starts them
-at 1.0.  ``init="mean"`` starts them instead at the mean magnitude of each region, which keeps a trained
+at 1.0.  ``scale_init="mean"`` starts them instead at the mean magnitude of each region, which keeps a trained
 model's activations on their original scale (useful without batch-norm recalibration).
 """
 from __future__ import annotations
@@ -14,18 +14,24 @@ import torch.nn.functional as F
 from .quantizers import region_means, ternarize, ternary_codes, twn_scale, twn_ternarize
 from .thresholds import DEFAULT_T, check_sparsity, check_t, threshold, threshold_twn
 
-METHODS = ("ttq", "twn")
-INITS = ("one", "mean")
+#: The ternary quantizers a layer can use (full precision is no layer of this module: see training.config.METHODS).
+TERNARY_METHODS = ("ttq", "twn")
+#: Where Wp, Wn start: 1.0 as in the official code, or each region's mean magnitude.
+SCALE_INITS = ("one", "mean")
+
+
+def _check_scale_init(scale_init: str) -> None:
+    if scale_init not in SCALE_INITS:
+        raise ValueError(f"scale_init={scale_init!r} is not one of {SCALE_INITS}")
 
 
 class TernaryMixin:
     """What TernaryConv2d and TernaryLinear share: the quantization rule and its state."""
 
-    def _setup_ternary(self, method: str, t: float | None, sparsity: float | None, init: str) -> None:
-        if method not in METHODS:
-            raise ValueError(f"method={method!r} is not one of {METHODS}")
-        if init not in INITS:
-            raise ValueError(f"init={init!r} is not one of {INITS}")
+    def _setup_ternary(self, method: str, t: float | None, sparsity: float | None, scale_init: str) -> None:
+        if method not in TERNARY_METHODS:
+            raise ValueError(f"method={method!r} is not one of {TERNARY_METHODS}")
+        _check_scale_init(scale_init)
         if sparsity is not None:
             sparsity = check_sparsity(sparsity)
             t = None
@@ -37,17 +43,16 @@ class TernaryMixin:
         if method == "ttq":
             self.wp = nn.Parameter(torch.ones((), dtype=torch.float32, device=self.weight.device))
             self.wn = nn.Parameter(torch.ones((), dtype=torch.float32, device=self.weight.device))
-            self.init_scales_(init)
+            self.init_scales_(scale_init)
 
     @torch.no_grad()
-    def init_scales_(self, init: str = "one") -> None:
+    def init_scales_(self, scale_init: str = "one") -> None:
         """Set Wp, Wn to 1.0 ("one", the official code) or to each region's mean magnitude ("mean")."""
-        if init not in INITS:
-            raise ValueError(f"init={init!r} is not one of {INITS}")
+        _check_scale_init(scale_init)
         if self.method != "ttq":
             return
         wp = wn = 1.0
-        if init == "mean":
+        if scale_init == "mean":
             wp, wn = region_means(self.weight, self.threshold(), empty=1.0)
         self.wp.fill_(wp)
         self.wn.fill_(wn)
@@ -88,9 +93,9 @@ class TernaryConv2d(TernaryMixin, nn.Conv2d):
     """``nn.Conv2d`` whose weight is ternarized in every forward pass."""
 
     def __init__(self, *args, method: str = "ttq", t: float | None = DEFAULT_T,
-                 sparsity: float | None = None, init: str = "one", **kwargs):
+                 sparsity: float | None = None, scale_init: str = "one", **kwargs):
         super().__init__(*args, **kwargs)
-        self._setup_ternary(method, t, sparsity, init)
+        self._setup_ternary(method, t, sparsity, scale_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.quantized_weight(), self.bias)
@@ -100,9 +105,9 @@ class TernaryLinear(TernaryMixin, nn.Linear):
     """``nn.Linear`` whose weight is ternarized in every forward pass."""
 
     def __init__(self, *args, method: str = "ttq", t: float | None = DEFAULT_T,
-                 sparsity: float | None = None, init: str = "one", **kwargs):
+                 sparsity: float | None = None, scale_init: str = "one", **kwargs):
         super().__init__(*args, **kwargs)
-        self._setup_ternary(method, t, sparsity, init)
+        self._setup_ternary(method, t, sparsity, scale_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.quantized_weight(), self.bias)

@@ -18,7 +18,8 @@ import torch
 from .thresholds import DEFAULT_T, check_weight, threshold, threshold_twn
 
 
-def _check_scale(s: torch.Tensor, name: str) -> torch.Tensor:
+def check_scale(s: torch.Tensor, name: str) -> torch.Tensor:
+    """Return ``s`` as a tensor if it is one positive number, else raise a ValueError naming the fix."""
     if not isinstance(s, torch.Tensor):
         s = torch.tensor(float(s))
     if s.numel() != 1:
@@ -32,20 +33,46 @@ def _check_scale(s: torch.Tensor, name: str) -> torch.Tensor:
     return s
 
 
+@torch.no_grad()
+def ternary_codes(weight: torch.Tensor, delta: torch.Tensor | float) -> torch.Tensor:
+    """The integer codes {-1, 0, +1} (int8) of the regions I_n, I_z, I_p; what the packed formats store."""
+    return (weight > delta).to(torch.int8) - (weight < -delta).to(torch.int8)
+
+
+def scale_codes(codes: torch.Tensor, wp: torch.Tensor | float, wn: torch.Tensor | float) -> torch.Tensor:
+    """Eq. 6 from the codes: ``+wp`` where the code is +1, ``-wn`` where it is -1, 0 elsewhere.
+
+    The result has the scales' dtype (``torch.result_type``); any scales are accepted, 0 included, so
+    teaching code can draw the approximation for scales a layer would refuse.
+    """
+    wp = torch.as_tensor(wp, device=codes.device)
+    wn = torch.as_tensor(wn, device=codes.device)
+    zero = torch.zeros((), dtype=torch.result_type(wp, wn), device=codes.device)
+    return torch.where(codes > 0, wp.to(zero.dtype), torch.where(codes < 0, -wn.to(zero.dtype), zero))
+
+
+@torch.no_grad()
+def code_shares(codes: torch.Tensor) -> dict[str, float]:
+    """Shares of negative, zero and positive codes (they sum to 1): the sparsity the paper plots."""
+    n = codes.numel()
+    neg, pos = int((codes < 0).sum()), int((codes > 0).sum())
+    return {"neg": neg / n, "zero": (n - neg - pos) / n, "pos": pos / n}
+
+
 class TTQFunction(torch.autograd.Function):
     """Forward Eq. 6, backward Eqs. 7-8 written by hand (the threshold is a constant)."""
 
     @staticmethod
     def forward(ctx, w, wp, wn, delta):
-        pos = w > delta
-        neg = w < -delta
-        ctx.save_for_backward(pos, neg, wp, wn)
-        zero = torch.zeros((), dtype=w.dtype, device=w.device)
-        return torch.where(pos, wp.to(w.dtype), torch.where(neg, -wn.to(w.dtype), zero))
+        codes = ternary_codes(w, delta)
+        # The int8 codes are all the backward needs to know of w: one byte per weight instead of two masks.
+        ctx.save_for_backward(codes, wp, wn)
+        return scale_codes(codes, wp.to(w.dtype), wn.to(w.dtype))
 
     @staticmethod
     def backward(ctx, g):
-        pos, neg, wp, wn = ctx.saved_tensors
+        codes, wp, wn = ctx.saved_tensors
+        pos, neg = codes > 0, codes < 0
         grad_w = grad_wp = grad_wn = None
         if ctx.needs_input_grad[0]:
             one = torch.ones((), dtype=g.dtype, device=g.device)
@@ -74,8 +101,8 @@ def ternarize(
     explicit ``delta`` is given.  Returns a tensor of ``weight``'s shape.
     """
     check_weight(weight)
-    wp = _check_scale(wp, "wp")
-    wn = _check_scale(wn, "wn")
+    wp = check_scale(wp, "wp")
+    wn = check_scale(wn, "wn")
     if delta is None:
         delta = threshold(weight, t, sparsity)
     return TTQFunction.apply(weight, wp, wn, delta.detach())
@@ -86,29 +113,34 @@ class TWNFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w, delta):
-        mask = w.abs() > delta
-        alpha = w.abs()[mask].mean() if bool(mask.any()) else w.new_zeros(())
-        return torch.sign(w) * mask * alpha
+        codes = ternary_codes(w, delta)
+        alpha = _twn_alpha(w, codes)
+        return scale_codes(codes, alpha, alpha)
 
     @staticmethod
     def backward(ctx, g):
         return g, None
 
 
+def _twn_alpha(w: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """``mean(|w|)`` over the non-zero codes (0 when every code is 0)."""
+    a = w.detach().abs()[codes != 0]
+    return a.mean() if a.numel() else w.new_zeros(())
+
+
+@torch.no_grad()
 def twn_scale(weight: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:
     """TWN's single scale: ``alpha = mean(|w| over |w| > delta)`` (Li & Liu 2016, Eq. 6)."""
     if delta is None:
         delta = threshold_twn(weight)
-    a = weight.detach().abs()
-    mask = a > delta
-    return a[mask].mean() if bool(mask.any()) else a.new_zeros(())
+    return _twn_alpha(weight, ternary_codes(weight, delta))
 
 
 @torch.no_grad()
 def region_means(w: torch.Tensor, delta: torch.Tensor | float, empty: float = 0.0) -> tuple[float, float]:
     """(Wp, Wn) = (mean of w over I_p, mean of -w over I_n): for fixed regions the scales that minimise
     ``||w - q||_2`` (setting d/dWp sum_{I_p} (w_i - Wp)^2 = 0 gives the mean).  An empty region gives
-    ``empty``.  TTQ's counterpart of :func:`twn_scale`; a layer's ``init="mean"`` starts Wp, Wn here."""
+    ``empty``.  TTQ's counterpart of :func:`twn_scale`; ``scale_init="mean"`` starts a layer's Wp, Wn here."""
     check_weight(w)
     d = float(delta)
     pos, neg = w[w > d], w[w < -d]
@@ -123,7 +155,3 @@ def twn_ternarize(weight: torch.Tensor, delta: torch.Tensor | None = None) -> to
     return TWNFunction.apply(weight, delta.detach())
 
 
-@torch.no_grad()
-def ternary_codes(weight: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """The integer codes {-1, 0, +1} (int8) that the packed formats store."""
-    return ((weight > delta).to(torch.int8) - (weight < -delta).to(torch.int8))

@@ -1,17 +1,19 @@
 """The threshold explorer of notebook 01: ipywidgets sliders on t and on the sparsity r.
 
 Moving a slider re-thresholds one weight tensor (``t * max|w|`` or the r-quantile of |w|, paper Sec. 3),
-recomputes the region shares, the least-squares scales and the relative error (:mod:`ttq_lib.teaching`),
-and redraws the histogram and the error sweep (:mod:`ttq_lib.plots`).  The state is plain attributes, so a
+recomputes the region shares, the least-squares scales and the relative error
+(:mod:`ttq_lib.course.threshold_stats`), and redraws the histogram and the error sweep
+(:mod:`ttq_lib.course.plots`).  The state is plain attributes, so a
 test or a later cell can drive it without a browser.  ipywidgets is imported when an explorer is built.
 """
 from __future__ import annotations
 
 import torch
 
+from ..thresholds import DEFAULT_T, check_weight, threshold_max, threshold_sparsity, threshold_twn
 from .plots import plot_threshold_histogram, plot_threshold_sweep
-from .teaching import region_means, region_shares, ternary_error, threshold_sweep
-from .thresholds import DEFAULT_T, check_weight, threshold_max, threshold_sparsity, threshold_twn
+from .threshold_stats import region_means, region_shares, ternary_error, threshold_sweep
+
 
 class ThresholdExplorer:
     """Sliders on t and on the sparsity r that re-threshold one weight tensor and redraw its histogram.

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .data import normalize
+from ..data import normalize
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@
 * Evolution (notebook 04): Wp and Wn per layer, the shares of negative / zero / positive weights and the
   latent-weight histograms over the epochs (the paper's Fig. 3).
 
-The numbers come from :mod:`ttq_lib.teaching` and :mod:`ttq_lib.runs`.
+The numbers come from :mod:`ttq_lib.course.threshold_stats` and :mod:`ttq_lib.training.history`.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from typing import Sequence
 
 import torch
 
-from .runs import layer_names, layer_series
-from .teaching import region_shares, threshold_sweep
-from .thresholds import DEFAULT_T, threshold_twn
+from ..thresholds import DEFAULT_T, threshold_twn
+from ..training.history import layer_names, layer_series
+from .threshold_stats import region_shares, threshold_sweep
 
 REGION_COLORS = {"neg": "tab:blue", "zero": "0.7", "pos": "tab:red"}
 

@@ -35,7 +35,7 @@ def find_repo_root(start: str | os.PathLike | None = None) -> Path:
     for folder in (here, *here.parents):
         if _is_repo(folder):
             return folder
-    installed = Path(__file__).resolve().parent.parent
+    installed = Path(__file__).resolve().parents[2]  # ttq_lib/course/workbook.py -> the checkout
     if _is_repo(installed):
         return installed
     raise FileNotFoundError(f"no ttq-workbook checkout (a pyproject.toml naming ttq-workbook) at or above {here}")
@@ -86,16 +86,16 @@ def pretrained_checkpoint(root: str | os.PathLike | None = None, arch: str = "re
     raise FileNotFoundError(f"no pretrained {arch}: set {ENV_PRETRAINED} to a folder holding {arch}-*.th")
 
 
-def resolve_init(init: str | None, root: str | os.PathLike | None = None) -> Path | None:
-    """Find a run's ``--init`` checkpoint on this machine: as written (relative to the checkout or
-    absolute), else a pretrained file of the same name (:func:`pretrained_checkpoint`'s folders)."""
-    if not init:
+def resolve_start_checkpoint(start_from: str | None, root: str | os.PathLike | None = None) -> Path | None:
+    """Find a run's starting checkpoint (``--start-from``) on this machine: as written (relative to the
+    checkout or absolute), else a pretrained file of the same name (:func:`pretrained_checkpoint`'s folders)."""
+    if not start_from:
         return None
     root = find_repo_root(root)
-    for p in (root / init, Path(init)):
+    for p in (root / start_from, Path(start_from)):
         if p.is_file():
             return p
-    name = Path(init).name
+    name = Path(start_from).name
     for folder in _pretrained_folders(root) + [root / "gpu_carry"]:
         if (folder / name).is_file():
             return folder / name

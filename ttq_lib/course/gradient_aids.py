@@ -1,103 +1,22 @@
-"""The computations the lessons show: threshold statistics (notebook 01) and gradient aids (notebook 02).
+"""Gradient aids for notebook 02: the TTQ gradients (Eqs. 7-8) checked against autograd and finite
+differences, the wrong sign of dL/dWn shown to fail, and a toy problem in which Wp and Wn learn.
 
-Notation of the paper (Sec. 3): latent weights ``w``, threshold ``delta``, regions
-I_p = {w > delta}, I_z = {|w| <= delta}, I_n = {w < -delta}, ternary weights ``q`` = +Wp / 0 / -Wn (Eq. 6),
-gradients Eqs. 7-8 (see :mod:`ttq_lib.quantizers`).
-
-* Threshold statistics: the shares of the three regions, the least-squares scales (:func:`region_means`,
-  from :mod:`ttq_lib.quantizers`), the relative error of a ternary approximation, sweeps over the threshold
-  factor ``t`` and the threshold rules side by side.
-* Gradient aids: an autograd-only reference of the TTQ quantizer, the quantizer with the wrong sign of
-  ``dL/dWn`` (Eq. 7 as printed), finite differences, and a toy problem in which Wp and Wn learn.
-* :func:`check_exercise`: compares a student's answer with ttq_lib's.
+Notation of the paper (Sec. 3) as in :mod:`ttq_lib.quantizers`: ``g = dL/dq`` for the ternary weights q.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Sequence
+from typing import Callable
 
 import torch
 
-from .quantizers import TTQFunction, _check_scale, region_means, ternarize
-from .thresholds import DEFAULT_T, check_weight, threshold_max, threshold_sparsity, threshold_twn
+from ..quantizers import TTQFunction, check_scale, ternarize
+from ..thresholds import DEFAULT_T, check_weight, threshold_max
+from .threshold_stats import region_shares
 
-__all__ = ["region_shares", "region_means", "ternary_approximation", "ternary_error", "threshold_sweep",
-           "rule_summary", "ttq_autograd_reference", "WrongSignTTQFunction", "ternarize_wrong_sign",
-           "finite_difference", "toy_target", "fit_ternary_toy", "quantizer_gradients", "ttq_gradients",
-           "check_exercise"]
+__all__ = ["ttq_autograd_reference", "WrongSignTTQFunction", "ternarize_wrong_sign", "finite_difference",
+           "toy_target", "fit_ternary_toy", "quantizer_gradients", "ttq_gradients"]
 
-
-# ----- threshold statistics (notebook 01) -----------------------------------------------------------
-
-@torch.no_grad()
-def region_shares(w: torch.Tensor, delta: torch.Tensor | float) -> dict[str, float]:
-    """Shares of the weights in I_n = {w < -delta}, I_z = {|w| <= delta}, I_p = {w > delta} (sum to 1)."""
-    check_weight(w)
-    d = float(delta)
-    n = w.numel()
-    neg, pos = int((w < -d).sum()), int((w > d).sum())
-    return {"neg": neg / n, "zero": (n - neg - pos) / n, "pos": pos / n}
-
-
-@torch.no_grad()
-def ternary_approximation(w: torch.Tensor, delta: torch.Tensor | float, wp: float, wn: float) -> torch.Tensor:
-    """The ternary tensor ``+wp`` on I_p, 0 on I_z, ``-wn`` on I_n (Eq. 6) for any scales, even 0."""
-    d = float(delta)
-    return torch.where(w > d, torch.full_like(w, wp), torch.where(w < -d, torch.full_like(w, -wn),
-                                                                  torch.zeros_like(w)))
-
-
-@torch.no_grad()
-def ternary_error(w: torch.Tensor, delta: torch.Tensor | float, wp: float | None = None,
-                  wn: float | None = None) -> float:
-    """Relative L2 error ``||w - q||_2 / ||w||_2`` of the ternary approximation q of ``w``.
-
-    ``wp``/``wn`` default to :func:`region_means`, the best scales for these regions, so the result is
-    the error of the best ternary approximation with this threshold.  TWN uses one scale for both signs:
-    pass ``wp = wn = alpha``.
-    """
-    check_weight(w)
-    w = w.detach().double()
-    best_p, best_n = region_means(w, delta)
-    q = ternary_approximation(w, delta, best_p if wp is None else wp, best_n if wn is None else wn)
-    norm = float(w.norm())
-    return float((w - q).norm()) / norm if norm > 0 else 0.0
-
-
-@torch.no_grad()
-def threshold_sweep(w: torch.Tensor, ts: Iterable[float] | None = None) -> dict[str, list[float]]:
-    """For each t: the threshold ``t * max|w|``, the zero share and the best ternary error.
-
-    Every threshold, whatever rule picked it, lands somewhere on this curve: the rules differ only in
-    which point each layer gets.
-    """
-    ts = [float(t) for t in (torch.linspace(0.005, 0.6, 120).tolist() if ts is None else ts)]
-    out = {"t": ts, "threshold": [], "zero": [], "error": []}
-    for t in ts:
-        d = threshold_max(w, t)
-        out["threshold"].append(float(d))
-        out["zero"].append(region_shares(w, d)["zero"])
-        out["error"].append(ternary_error(w, d))
-    return out
-
-
-def rule_summary(w: torch.Tensor, t: float = DEFAULT_T, sparsities: Sequence[float] = (0.0, 0.3, 0.5)) -> list[dict]:
-    """The threshold rules side by side on one weight tensor: TTQ's ``t * max|w|``, TWN's ``0.7 * mean|w|``
-    and fixed sparsities; per rule the threshold, its value as a multiple of max|w|, the shares, the
-    least-squares scales and the relative error."""
-    check_weight(w)
-    rules = [(f"TTQ  t={t:g}", threshold_max(w, t)), ("TWN  0.7·mean|w|", threshold_twn(w))]
-    rules += [(f"sparsity r={r:g}", threshold_sparsity(w, r)) for r in sparsities]
-    wmax = float(w.detach().abs().max())
-    rows = []
-    for name, d in rules:
-        wp, wn = region_means(w, d)
-        rows.append({"rule": name, "threshold": float(d), "t_equiv": float(d) / wmax, **region_shares(w, d),
-                     "wp": wp, "wn": wn, "error": ternary_error(w, d)})
-    return rows
-
-
-# ----- gradient aids (notebook 02) ------------------------------------------------------------------
 
 
 def ttq_autograd_reference(w: torch.Tensor, wp: torch.Tensor, wn: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -132,7 +51,7 @@ class WrongSignTTQFunction(TTQFunction):
 def ternarize_wrong_sign(w: torch.Tensor, wp: torch.Tensor, wn: torch.Tensor, t: float = DEFAULT_T) -> torch.Tensor:
     """Like :func:`ttq_lib.ternarize` (threshold ``t * max|w|``) but with the wrong sign of dL/dWn."""
     check_weight(w)
-    return WrongSignTTQFunction.apply(w, _check_scale(wp, "wp"), _check_scale(wn, "wn"), threshold_max(w, t))
+    return WrongSignTTQFunction.apply(w, check_scale(wp, "wp"), check_scale(wn, "wn"), threshold_max(w, t))
 
 
 @torch.no_grad()
@@ -241,30 +160,3 @@ def ttq_gradients(w: torch.Tensor, wp: float, wn: float, delta: float, g: torch.
     upstream gradient ``g = dL/dq`` at threshold ``delta``."""
     d = torch.tensor(float(delta), dtype=w.dtype)
     return quantizer_gradients(lambda x, a, b: TTQFunction.apply(x, a, b, d), w, wp, wn, g)
-
-
-# ----- exercises -----------------------------------------------------------------------------------
-
-
-def check_exercise(student: Callable, reference: Callable, cases: Sequence[tuple], atol: float = 1e-6) -> str:
-    """Compare a student's function with ttq_lib's on each tuple of arguments in ``cases``.
-
-    Returns "not attempted yet" while the student's function returns None, raises AssertionError naming
-    the first case that differs, else returns a success message.  Outputs may be numbers, tensors or
-    tuples of them.
-    """
-    for i, args in enumerate(cases):
-        got = student(*args)
-        if got is None:
-            return "not attempted yet: fill in the function above and run this cell again"
-        want = reference(*args)
-        got_t = got if isinstance(got, (tuple, list)) else (got,)
-        want_t = want if isinstance(want, (tuple, list)) else (want,)
-        assert len(got_t) == len(want_t), f"case {i}: expected {len(want_t)} output(s), got {len(got_t)}"
-        for j, (a, b) in enumerate(zip(got_t, want_t)):
-            a = torch.as_tensor(a, dtype=torch.float64)
-            b = torch.as_tensor(b, dtype=torch.float64)
-            assert a.shape == b.shape, f"case {i}, output {j}: shape {tuple(a.shape)} != expected {tuple(b.shape)}"
-            assert torch.allclose(a, b, atol=atol, rtol=1e-5), (
-                f"case {i}, output {j}: max difference {float((a - b).abs().max()):.3g} from ttq_lib's answer")
-    return f"correct: all {len(cases)} cases match ttq_lib"

@@ -2,7 +2,7 @@
 
 The paper (Zhu et al., ICLR 2017, Sec. 5) counts 2 bits per ternary weight plus two scalars per layer,
 "nearly 16x smaller" than fp32. This report puts that next to base-3 packing (1.6 bits, see
-:mod:`ttq_lib.packing`) and the entropy bound of each layer's actual code distribution
+:mod:`ttq_lib.bitpack`) and the entropy bound of each layer's actual code distribution
 ``H(p_neg, p_zero, p_pos)`` bits per weight; for a zero share p0 with balanced signs that is
 ``h(p0) + (1 - p0)`` bits (1.5 at p0 = 0.5), below log2(3) = 1.585 only by entropy coding.
 
@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from .packed import ternary_like_layers
-from .packing import packed_nbytes
+from ..bitpack import packed_nbytes
+from ..convert import ternary_like_layers
+from ..quantizers import code_shares
 
 __all__ = ["FORMATS", "SizeReport", "size_report", "ternary_entropy_bits"]
 
@@ -46,15 +47,15 @@ def _ternary_row(name: str, m: nn.Module) -> dict:
     codes = m.ternary_codes()
     n = codes.numel()
     bias = m.bias.numel() if getattr(m, "bias", None) is not None else 0
-    shares = [float((codes < 0).sum()) / n, float((codes == 0).sum()) / n, float((codes > 0).sum()) / n]
-    bits = ternary_entropy_bits(*shares)
+    shares = code_shares(codes)
+    bits = ternary_entropy_bits(shares["neg"], shares["zero"], shares["pos"])
     extra = _SCALE_BYTES + 4 * bias
     row = {"name": name, "kind": "ternary", "params": n + bias, "buffers": 0}
     row.update({f: (n + bias) * w for f, w in _WIDTH.items()})
     row["2bit"] = packed_nbytes(n, "2bit") + extra
     row["base3"] = packed_nbytes(n, "base3") + extra
     row["entropy"] = math.ceil(n * bits / 8) + extra
-    row.update(p_neg=shares[0], p_zero=shares[1], p_pos=shares[2], entropy_bits=bits)
+    row.update(p_neg=shares["neg"], p_zero=shares["zero"], p_pos=shares["pos"], entropy_bits=bits)
     return row
 
 

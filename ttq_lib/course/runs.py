@@ -1,10 +1,8 @@
 """Reading training runs (``results/<group>/<run>`` or ``runs/...``) for notebooks 03-05.
 
-A run folder holds ``config.json``, ``history.jsonl`` (one row per epoch, written by ``ttq_lib.train``:
-losses, accuracies, and each ternary layer's Wp, Wn, threshold and shares of negative / zero / positive
-weights, the quantities of the paper's Fig. 3), ``last.safetensors`` and, once complete, ``metrics.json``.
-This module summarises runs against the paper's CIFAR-10 errors, rebuilds the "epoch 0" row of a
-fine-tuning run, and pulls per-layer series out of a history for the plots in :mod:`ttq_lib.plots`.
+A run folder holds ``config.json``, ``history.jsonl`` (:mod:`ttq_lib.training.history`), ``last.safetensors``
+and, once complete, ``metrics.json``.  This module finds the run the notebooks show, summarises runs against
+the paper's CIFAR-10 errors, and rebuilds the "epoch 0" row of a fine-tuning run.
 """
 from __future__ import annotations
 
@@ -13,13 +11,13 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .convert import layer_stats
-from .train import TrainConfig, build, read_history, weight_histograms
-from .workbook import find_repo_root, resolve_init
+from ..convert import layer_stats
+from ..training.config import TrainConfig, build
+from ..training.history import read_history, weight_histograms
+from .workbook import find_repo_root, resolve_start_checkpoint
 
-__all__ = ["RUN_CANDIDATES", "PAPER_CIFAR10_ERROR", "OFFICIAL_LOG_SCALES", "read_history", "default_run_dir",
-           "run_summary", "results_summary", "start_row", "layer_series", "layer_names", "network_shares",
-           "pick_layers"]
+__all__ = ["RUN_CANDIDATES", "PAPER_CIFAR10_ERROR", "OFFICIAL_LOG_SCALES", "default_run_dir", "run_summary",
+           "results_summary", "run_config", "start_row", "pick_layers"]
 
 #: Runs tried, in order, by :func:`default_run_dir`: the CPU reproduction once it is complete, else the GPU run.
 RUN_CANDIDATES = ("results/cpu-resnet20/ttq", "results/gpu-resnet20/ttq-from-pretrained-10ep")
@@ -92,51 +90,28 @@ def results_summary(root: str | os.PathLike | None = None) -> list[dict]:
     return [run_summary(r, root) for r in runs]
 
 
+def run_config(run_dir: str | os.PathLike) -> TrainConfig:
+    """The :class:`~ttq_lib.training.TrainConfig` a run was started with, read from its ``config.json``
+    (old key names such as ``init`` renamed; keys this version does not know are dropped)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.json")
+    return TrainConfig.from_dict(json.loads(path.read_text()), where=str(path), strict=False)
+
+
 def start_row(run_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> dict | None:
     """The "epoch 0" history row of a fine-tuning run: its starting checkpoint ternarized exactly as the
-    run did (``ttq_lib.train.build``), with per-layer stats and latent histograms; None if the starting
+    run did (``ttq_lib.training.build``), with per-layer stats and latent histograms; None if the starting
     checkpoint is not on this machine or the run trained from scratch."""
-    config = _read_json(Path(run_dir) / "config.json")
-    if not config:
+    if not (Path(run_dir) / "config.json").is_file():
         return None
-    init = resolve_init(config.get("init"), root)
-    if init is None:
+    cfg = run_config(run_dir)
+    start = resolve_start_checkpoint(cfg.start_from, root)
+    if start is None:
         return None
-    known = TrainConfig.__dataclass_fields__
-    cfg = TrainConfig(**{k: v for k, v in config.items() if k in known})
-    cfg.init = str(init)
+    cfg.start_from = str(start)
     model, _ = build(cfg)
     return {"epoch": 0, "layers": layer_stats(model), "hist": weight_histograms(model)}
-
-
-def layer_series(history: Sequence[dict], layer: str, key: str) -> tuple[list[int], list[float]]:
-    """(epochs, values) of one per-layer quantity (wp, wn, neg, zero, pos, threshold) across a history.
-
-    ``layer="*"`` gives the whole network's neg / zero / pos shares (:func:`network_shares`).
-    """
-    xs, ys = [], []
-    for row in history:
-        if layer == "*":
-            xs.append(row["epoch"])
-            ys.append(network_shares(row)[key])
-            continue
-        for item in row.get("layers", []):
-            if item["name"] == layer:
-                xs.append(row["epoch"])
-                ys.append(item[key])
-    return xs, ys
-
-
-def layer_names(history: Sequence[dict]) -> list[str]:
-    """The ternary layers recorded in a history, in model order."""
-    return [item["name"] for item in history[-1]["layers"]] if history else []
-
-
-def network_shares(row: dict) -> dict[str, float]:
-    """Shares of negative / zero / positive weights over all ternary layers of one history row
-    (each layer weighted by its number of weights)."""
-    total = sum(item["numel"] for item in row["layers"])
-    return {k: sum(item[k] * item["numel"] for item in row["layers"]) / total for k in ("neg", "zero", "pos")}
 
 
 def pick_layers(names: Sequence[str]) -> dict[str, str]:

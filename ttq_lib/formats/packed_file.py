@@ -1,13 +1,14 @@
-"""Packed ternary model files and the inference layers that read them.
+"""Packed ternary model files: write them, check them, and load them into packed inference layers.
 
 TTQ (Zhu et al., ICLR 2017, Sec. 1 and Sec. 5): at inference a ternary layer needs only its codes
 {-1, 0, +1} and the two scales Wp, Wn, which makes the model "nearly 16x smaller" than fp32 at 2 bits per
-weight; base-3 packing (:mod:`ttq_lib.packing`) gets to 1.6 bits.
+weight; base-3 packing (:mod:`ttq_lib.bitpack`) gets to 1.6 bits.  The layers that compute with the packed
+bytes are :mod:`ttq_lib.packed_layers`.
 
 File layout (a safetensors file, format "ttq-packed", version "1"); for every ternary layer ``L``:
 
 =================  ==========================================================
-``L.codes``        uint8, 1-D: the packed codes (:func:`ttq_lib.packing.pack_codes`)
+``L.codes``        uint8, 1-D: the packed codes (:func:`ttq_lib.bitpack.pack_codes`)
 ``L.wp``, ``L.wn`` 0-dim floats: the scales used at inference (TWN: alpha twice)
 ``L.shape``        int64, 1-D: the weight's shape
 ``L.bias``         only if the layer has a bias, as it is
@@ -31,170 +32,28 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from ..bitpack import SCHEMES, check_scheme, pack_codes
+from ..convert import replace_module, ternary_like_layers
+from ..models import DEPTHS, build_model
+from ..packed_layers import DECODE_MODES, packed_layer_for
 from .atomic import atomic_path
-from .packing import (
-    CODES_PER_BYTE,
-    SCHEMES,
-    check_scheme,
-    digit_table,
-    pack_codes,
-    packed_nbytes,
-    unpack_codes,
-)
+from .model_meta import CheckpointError, load_checked, model_meta, read_tensors
 
-__all__ = [
-    "FORMAT",
-    "FORMAT_VERSION",
-    "DECODE_MODES",
-    "PackedFileError",
-    "PackedTernaryConv2d",
-    "PackedTernaryLinear",
-    "ternary_like_layers",
-    "tensor_checksum",
-    "decode_weight",
-    "save_packed",
-    "pack_checkpoint",
-    "is_packed_file",
-    "read_packed_metadata",
-    "load_packed",
-]
+__all__ = ["FORMAT", "FORMAT_VERSION", "PackedFileError", "tensor_checksum", "packed_state_dict", "save_packed",
+           "is_packed_file", "read_packed_metadata", "load_packed"]
 
 FORMAT = "ttq-packed"
 FORMAT_VERSION = "1"
-DECODE_MODES = ("lazy", "once")
 # Keys written by this module itself; a caller's meta may not override them.
 _RESERVED = ("format", "format_version", "scheme", "checksum", "ternary_layers")
 # A real header is a few hundred kB at most; a larger length prefix means the file is something else.
 _MAX_HEADER = 100 * 2**20
 
 
-class PackedFileError(ValueError):
+class PackedFileError(CheckpointError):
     """A packed model file that cannot be read: not safetensors, truncated, corrupt, or unknown version."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Inference layers
-
-
-def decode_weight(codes: torch.Tensor, shape: tuple[int, ...], scheme: str, wp: torch.Tensor,
-                  wn: torch.Tensor) -> torch.Tensor:
-    """Decode packed codes straight to the ternary weight {+wp, 0, -wn} (Eq. 6 of the paper).
-
-    A 256-entry table maps every byte to its 4 or 5 weight values, so decoding is a single gather; the
-    values are copies of ``wp``/``wn``, hence bit-identical to the unpacked layer's ``quantized_weight()``.
-    The digit 3 (never produced by a valid packing) decodes to NaN so corrupt data cannot pass unseen.
-    """
-    numel = math.prod(shape)
-    values = torch.stack([-wn, torch.zeros_like(wp), wp, torch.full_like(wp, float("nan"))])
-    # int32 indices and index_select: measured ~2x faster on CPU than int64 advanced indexing.
-    table = digit_table(scheme, codes.device, torch.int32)
-    byte_values = values.index_select(0, table.reshape(-1)).view(256, CODES_PER_BYTE[scheme])
-    return byte_values.index_select(0, codes.int()).reshape(-1)[:numel].view(shape)
-
-
-class _PackedTernary(nn.Module):
-    """Shared state of the packed layers: packed codes, scales, shape, optional bias.
-
-    ``decode="lazy"`` keeps only the packed bytes and decodes them in every ``forward`` (smallest memory);
-    ``decode="once"`` also keeps the decoded weight (a non-persistent buffer) and skips decoding later.
-    The layer mirrors :class:`ttq_lib.layers.TernaryMixin`'s ``ternary_codes()``/``scales()`` so that
-    packed models can be measured (:mod:`ttq_lib.size`) and re-packed with another scheme.
-    """
-
-    def _setup_packed(self, weight_shape, bias: bool, scheme: str, decode: str, dtype, device) -> None:
-        if decode not in DECODE_MODES:
-            raise ValueError(f"decode={decode!r} is not one of {DECODE_MODES}")
-        self.scheme = check_scheme(scheme)
-        self.decode = decode
-        self.weight_shape = tuple(int(s) for s in weight_shape)
-        numel = math.prod(self.weight_shape)
-        self.register_buffer("codes", torch.zeros(packed_nbytes(numel, scheme), dtype=torch.uint8, device=device))
-        self.register_buffer("wp", torch.ones((), dtype=dtype, device=device))
-        self.register_buffer("wn", torch.ones((), dtype=dtype, device=device))
-        self.register_buffer("shape", torch.tensor(self.weight_shape, dtype=torch.int64, device=device))
-        out_features = self.weight_shape[0]
-        self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, device=device) if bias else None)
-        self.register_buffer("weight", None, persistent=False)
-        # Informational, copied from the file's metadata so a re-pack keeps them.
-        self.method = self.t = self.sparsity = None
-
-    def decoded_weight(self) -> torch.Tensor:
-        """The ternary weight {+Wp, 0, -Wn}; cached when ``decode="once"``."""
-        if self.weight is not None:
-            return self.weight
-        return decode_weight(self.codes, self.weight_shape, self.scheme, self.wp, self.wn)
-
-    @torch.no_grad()
-    def finish_load_(self) -> None:
-        """Check the loaded buffers, then decode once if asked; raises PackedFileError on bad data."""
-        got = tuple(self.shape.tolist())
-        if got != self.weight_shape:
-            raise PackedFileError(f"stored shape {got} does not match the architecture's {self.weight_shape}")
-        for name in ("wp", "wn"):
-            v = float(getattr(self, name))
-            if not (math.isfinite(v) and v >= 0):
-                raise PackedFileError(f"scale {name}={v} is not a finite non-negative number: the file is corrupt")
-        try:
-            unpack_codes(self.codes, math.prod(self.weight_shape), self.scheme)
-        except ValueError as e:
-            raise PackedFileError(str(e)) from e
-        self.weight = self.decoded_weight() if self.decode == "once" else None
-
-    @torch.no_grad()
-    def ternary_codes(self) -> torch.Tensor:
-        """The int8 codes {-1, 0, +1} in the weight's shape."""
-        return unpack_codes(self.codes, math.prod(self.weight_shape), self.scheme).view(self.weight_shape)
-
-    @torch.no_grad()
-    def scales(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Wp, Wn) as stored."""
-        return self.wp.detach().clone(), self.wn.detach().clone()
-
-    def extra_repr(self) -> str:
-        return f"shape={self.weight_shape}, scheme={self.scheme}, decode={self.decode}, bias={self.bias is not None}"
-
-
-class PackedTernaryConv2d(_PackedTernary):
-    """Inference-only replacement for a ternary ``nn.Conv2d`` that stores packed codes."""
-
-    def __init__(self, conv: nn.Conv2d, scheme: str = "base3", decode: str = "lazy"):
-        super().__init__()
-        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
-        self.kernel_size, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
-        self.dilation, self.groups, self.padding_mode = conv.dilation, conv.groups, conv.padding_mode
-        self._pad_twice = conv._reversed_padding_repeated_twice
-        self._setup_packed(conv.weight.shape, conv.bias is not None, scheme, decode,
-                           conv.weight.dtype, conv.weight.device)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.decoded_weight()
-        if self.padding_mode != "zeros":
-            x = F.pad(x, self._pad_twice, mode=self.padding_mode)
-            return F.conv2d(x, w, self.bias, self.stride, 0, self.dilation, self.groups)
-        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
-
-
-class PackedTernaryLinear(_PackedTernary):
-    """Inference-only replacement for a ternary ``nn.Linear`` that stores packed codes."""
-
-    def __init__(self, linear: nn.Linear, scheme: str = "base3", decode: str = "lazy"):
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self._setup_packed(linear.weight.shape, linear.bias is not None, scheme, decode,
-                           linear.weight.dtype, linear.weight.device)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.decoded_weight(), self.bias)
-
-
-def ternary_like_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Layers that expose ``ternary_codes()`` and ``scales()``: trainable ternary layers and packed ones."""
-    return [(n, m) for n, m in model.named_modules()
-            if callable(getattr(m, "ternary_codes", None)) and callable(getattr(m, "scales", None))]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,7 +89,7 @@ def _read_header(path: Path, check_data: bool = True) -> dict:
                     raise PackedFileError(f"{path} is truncated: its header alone needs {n} bytes, "
                                           f"the file has {size - 8}; copy it again")
                 raise PackedFileError(f"{path} is not a safetensors file (bad header length); "
-                                      "packed files are written by ttq_lib.packed.save_packed / `ttq pack`")
+                                      "packed files are written by ttq_lib.formats.save_packed / `ttq pack`")
             raw = f.read(n)
     except OSError as e:
         raise PackedFileError(f"cannot read {path}: {e}") from e
@@ -257,7 +116,7 @@ def read_packed_metadata(path: str | os.PathLike) -> dict[str, str]:
     meta = _read_header(path).get("__metadata__") or {}
     if meta.get("format") != FORMAT:
         raise PackedFileError(f"{path} is not a ttq packed file (format={meta.get('format')!r}); "
-                              "load ordinary checkpoints with ttq_lib.checkpoint.load_model")
+                              "load ordinary checkpoints with ttq_lib.load_model")
     if meta.get("format_version") != FORMAT_VERSION:
         raise PackedFileError(f"{path} has packed format version {meta.get('format_version')!r}; this ttq_lib "
                               f"reads version {FORMAT_VERSION}: upgrade ttq-workbook or re-pack the checkpoint")
@@ -322,12 +181,8 @@ def save_packed(model: nn.Module, path: str | os.PathLike, scheme: str = "base3"
     """
     tensors = packed_state_dict(model, scheme)
     layers = [name for name, _ in ternary_like_layers(model)]
-    from .checkpoint import model_meta  # checkpoint builds on this module: import it late
-
     info = model_meta(model)
     info.update({k: v for k, v in (meta or {}).items() if k not in _RESERVED})
-    from .models import DEPTHS
-
     if info.get("arch") not in DEPTHS:
         raise ValueError(f"cannot record the architecture: arch={info.get('arch')!r}; pass "
                          f"meta={{'arch': ...}} with one of {', '.join(DEPTHS)} so load_packed can rebuild it")
@@ -339,24 +194,6 @@ def save_packed(model: nn.Module, path: str | os.PathLike, scheme: str = "base3"
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=header)
     return path
-
-
-def pack_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, scheme: str = "base3") -> Path:
-    """Pack a ternary checkpoint (anything ``ttq_lib.checkpoint.load_model`` reads) into ``dst``.
-
-    A full-precision source is refused rather than ternarized on the fly: ternarizing a trained network
-    without fine-tuning collapses its accuracy (ResNet-20: 86.5 % -> 7.8 %, see TTQ_NOTES), so such a file
-    would look valid and be useless. Ternarize and fine-tune first, then pack the result.
-    """
-    from .checkpoint import load_model
-
-    check_scheme(scheme)
-    model, meta = load_model(src)
-    if not ternary_like_layers(model):
-        raise ValueError(f"{src} holds a full-precision model (method={meta.get('method')!r}); packing stores "
-                         "ternary codes, so ternarize and fine-tune it first (ttq_lib.ternarize_model + training, "
-                         "or `ttq train`) and pack that checkpoint")
-    return save_packed(model, dst, scheme=scheme, meta=meta)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -375,10 +212,7 @@ def load_packed(path: str | os.PathLike, decode: str = "lazy") -> tuple[nn.Modul
         raise ValueError(f"decode={decode!r} is not one of {DECODE_MODES}")
     path = Path(path)
     raw = read_packed_metadata(path)
-    try:
-        tensors = load_file(str(path))
-    except SafetensorError as e:
-        raise PackedFileError(f"{path} is not a readable safetensors file ({e})") from e
+    tensors = read_tensors(path, PackedFileError)
     try:
         meta = {k: json.loads(v) for k, v in raw.items() if k not in _RESERVED}
         names = json.loads(raw.get("ternary_layers", "null"))
@@ -386,8 +220,6 @@ def load_packed(path: str | os.PathLike, decode: str = "lazy") -> tuple[nn.Modul
         raise PackedFileError(f"{path} has malformed metadata ({e})") from e
     if not isinstance(names, list) or "arch" not in meta:
         raise PackedFileError(f"{path} lacks the 'ternary_layers' or 'arch' metadata needed to rebuild the model")
-
-    from .models import build_model
 
     try:
         model = build_model(meta["arch"])
@@ -402,30 +234,22 @@ def load_packed(path: str | os.PathLike, decode: str = "lazy") -> tuple[nn.Modul
             template = model.get_submodule(name)
         except AttributeError:
             raise PackedFileError(f"{path} names ternary layer {name!r}, which {meta['arch']} does not have") from None
-        kind = {nn.Conv2d: PackedTernaryConv2d, nn.Linear: PackedTernaryLinear}.get(type(template))
-        if kind is None:
-            raise PackedFileError(f"{path}: layer {name!r} is a {type(template).__name__}, not Conv2d or Linear")
-        packed = kind(template, scheme=scheme, decode=decode)
+        try:
+            packed = packed_layer_for(template, scheme=scheme, decode=decode)
+        except ValueError as e:
+            raise PackedFileError(f"{path}: layer {name!r}: {e}") from None
         packed.method, packed.t, packed.sparsity = meta.get("method"), meta.get("t"), meta.get("sparsity")
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, packed)
+        replace_module(model, name, packed)
 
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in tensors]
-    unexpected = [k for k in tensors if k not in expected]
-    wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        raise PackedFileError(f"{path} does not fit {meta['arch']}: missing tensor(s) {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}")
+    load_checked(model, tensors, path, PackedFileError)
     # Checked after the structure so that a missing tensor is named rather than reported as corruption.
     if tensor_checksum(tensors) != raw.get("checksum"):
         raise PackedFileError(f"{path} is corrupt: the checksum of its tensors does not match the one stored "
                               "at packing time; copy or pack it again")
-    model.load_state_dict(tensors)
     for name in names:
         try:
             model.get_submodule(name).finish_load_()
-        except PackedFileError as e:
+        except ValueError as e:
             raise PackedFileError(f"{path}, layer {name}: {e}") from None
     meta.update(format=raw["format"], format_version=raw["format_version"], scheme=scheme,
                 checksum=raw["checksum"])

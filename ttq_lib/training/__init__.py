@@ -1,0 +1,12 @@
+"""Training: a run's configuration and schedule, the loop with its per-epoch history, evaluation, batch-norm
+recalibration and provenance.  Uses the core, ``models``, ``formats`` and ``data``; nothing above.
+"""
+from .._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".bn_recalibration": ("recalibrate_bn",),
+    ".config": ("METHODS", "TrainConfig", "build", "learning_rate"),
+    ".evaluate": ("accuracy", "predict_logits", "time_forward"),
+    ".history": ("layer_names", "layer_series", "network_shares", "read_history", "weight_histograms"),
+    ".loop": ("param_groups", "resolve_device", "train"),
+})
