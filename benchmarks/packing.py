@@ -97,7 +97,7 @@ def run(arch: str, ckpt: Path, args, tmp: Path) -> None:
     fp.eval()
     torch.manual_seed(0)
     ternary, _ = load_model(ckpt)
-    ternarize_model(ternary, t=0.05, init="mean").eval()
+    ternarize_model(ternary, t=0.05, scale_init="mean").eval()
     layers = ternary_like_layers(ternary)
     n_tern = sum(m.weight.numel() for _, m in layers)
     print(f"\n## {arch} ({ckpt.name}): {len(layers)} ternary layers, {n_tern:,} ternary weights")

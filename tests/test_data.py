@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 
 from ttq_lib import data
 from ttq_lib.data import cache, sources
@@ -245,6 +246,53 @@ def test_tarball_cache_keyed_by_content(tmp_path):
     second = load_cifar10(tgz, progress=False)
     assert second.cache_path != first.cache_path
     assert not torch.equal(first.train_x, second.train_x)
+
+
+def test_same_file_name_in_two_folders_keeps_both_caches(tmp_path, _isolated_caches, monkeypatch):
+    # /a/cifar.tar.gz and /b/cifar.tar.gz, both read-only, both cache into the one fallback folder
+    # (~/.cache/ttq-workbook in real use): neither may delete the other's cache.
+    _write_tree(tmp_path / "tree_a", seed=0)
+    _write_tree(tmp_path / "tree_b", seed=5)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    tgz_a = _tar(tmp_path / "tree_a", a / "cifar.tar.gz", "t")
+    tgz_b = _tar(tmp_path / "tree_b", b / "cifar.tar.gz", "t")
+    try:
+        a.chmod(0o555), b.chmod(0o555)
+        first_a = load_cifar10(tgz_a, progress=False)
+        first_b = load_cifar10(tgz_b, progress=False)
+        assert Path(first_a.cache_path).parent == Path(first_b.cache_path).parent == _isolated_caches
+        assert first_a.cache_path != first_b.cache_path
+        assert Path(first_a.cache_path).exists() and Path(first_b.cache_path).exists()
+        assert not torch.equal(first_a.train_x, first_b.train_x)
+        with monkeypatch.context() as m:  # a relative path to the same tarball is the same source
+            m.chdir(tmp_path)
+            _no_decoding(m)
+            assert load_cifar10("a/cifar.tar.gz", progress=False).cache_path == first_a.cache_path
+        # a changed tarball at /a's path replaces /a's old cache and leaves /b's alone
+        a.chmod(0o755)
+        images_c = _write_tree(tmp_path / "tree_c", seed=9)
+        _tar(tmp_path / "tree_c", tgz_a, "t")
+        a.chmod(0o555)
+        second_a = load_cifar10(tgz_a, progress=False)
+    finally:
+        a.chmod(0o755), b.chmod(0o755)
+    assert Path(second_a.cache_path).parent == _isolated_caches
+    assert sorted(p.name for p in _isolated_caches.iterdir()) == sorted(
+        [Path(second_a.cache_path).name, Path(first_b.cache_path).name])
+    _assert_equal(second_a, _expected(images_c))
+    with safe_open(first_b.cache_path, framework="pt") as f:
+        assert f.metadata()["source_id"] == f"tar:{tgz_b}"
+
+
+def test_cache_files_are_0644_whatever_the_umask(tmp_path):
+    _write_tree(tmp_path / "tree")
+    old = os.umask(0o077)
+    try:
+        d = load_cifar10(tmp_path / "tree", progress=False)
+    finally:
+        os.umask(old)
+    assert Path(d.cache_path).stat().st_mode & 0o777 == 0o644
 
 
 def test_corrupt_cache_is_rebuilt(tmp_path):

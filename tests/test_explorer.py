@@ -3,8 +3,7 @@ import matplotlib
 import pytest
 import torch
 
-import ttq_lib
-from ttq_lib.course import explorer, threshold_stats
+from ttq_lib.course import explorer
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -17,45 +16,58 @@ def weight():
     return torch.randn(32, 16, 3, 3, generator=torch.Generator().manual_seed(0))
 
 
-def test_initial_state_follows_the_paper_rule(weight):
-    ex = explorer.threshold_explorer(weight, t=0.05, draw=False)
+@pytest.fixture()
+def ramp():
+    """-2.00, -1.99, ..., 2.00 (401 values, shuffled): every threshold and share can be worked by hand."""
+    values = torch.arange(-200, 201, dtype=torch.float64) / 100
+    return values[torch.randperm(401, generator=torch.Generator().manual_seed(1))].float()
+
+
+def test_initial_state_follows_the_paper_rule(ramp):
+    ex = explorer.threshold_explorer(ramp, t=0.05, draw=False)
     assert ex.mode.value == "t"
-    assert ex.threshold == float(ttq_lib.threshold_max(weight, 0.05))
-    assert ex.shares == threshold_stats.region_shares(weight, ex.threshold)
-    assert ex.twn_threshold == pytest.approx(float(ttq_lib.threshold_twn(weight)))
+    # delta = t * max|w| = 0.05 * 2 = 0.1; |w| <= 0.1 holds for -0.10 ... 0.10: 21 of 401 values
+    assert ex.threshold == pytest.approx(0.1)
+    assert ex.shares == pytest.approx({"neg": 190 / 401, "zero": 21 / 401, "pos": 190 / 401})
+    # the best scale is the mean of 0.11 ... 2.00 = 1.055 on both sides
+    assert (ex.wp, ex.wn) == pytest.approx((1.055, 1.055))
+    # TWN: 0.7 * mean|w|, and mean|w| = 2 * (0.01 + 0.02 + ... + 2.00) / 401 = 402 / 401
+    assert ex.twn_threshold == pytest.approx(0.7 * 402 / 401)
 
 
-def test_t_slider_updates_threshold_shares_and_error(weight):
-    ex = explorer.threshold_explorer(weight, t=0.05, draw=False)
-    before, updates = dict(ex.shares), ex.updates
-    ex.t_slider.value = 0.2
+def test_t_slider_updates_threshold_shares_and_error(ramp):
+    ex = explorer.threshold_explorer(ramp, t=0.05, draw=False)
+    updates = ex.updates
+    ex.t_slider.value = 0.5  # delta = 1.0: -1.00 ... 1.00 become zero
     assert ex.updates > updates
-    assert ex.threshold == float(ttq_lib.threshold_max(weight, 0.2))
-    assert ex.shares == threshold_stats.region_shares(weight, ex.threshold)
-    assert ex.shares["zero"] > before["zero"]
-    assert sum(ex.shares.values()) == pytest.approx(1.0)
-    assert ex.error == pytest.approx(threshold_stats.ternary_error(weight, ex.threshold))
-    assert (ex.wp, ex.wn) == threshold_stats.region_means(weight.flatten(), ex.threshold)
+    assert ex.threshold == pytest.approx(1.0)
+    assert ex.shares == pytest.approx({"neg": 100 / 401, "zero": 201 / 401, "pos": 100 / 401})
+    assert (ex.wp, ex.wn) == pytest.approx((1.505, 1.505))  # mean of 1.01 ... 2.00
+    # ||w - q||^2: the zeros contribute sum w^2 over |w| <= 1, the rest (w - 1.505)^2
+    w = torch.arange(-200, 201, dtype=torch.float64) / 100
+    q = torch.where(w > 1, 1.505, torch.where(w < -1, -1.505, 0.0))
+    assert ex.error == pytest.approx(float((w - q).norm() / w.norm()), rel=1e-6)
     assert f"{ex.threshold:.4f}" in ex.summary.value
 
 
-def test_r_slider_switches_to_the_sparsity_rule(weight):
-    ex = explorer.threshold_explorer(weight, t=0.05, r=0.4, draw=False)
+def test_r_slider_switches_to_the_sparsity_rule(ramp):
+    ex = explorer.threshold_explorer(ramp, t=0.05, r=0.4, draw=False)
     ex.r_slider.value = 0.3
     assert ex.mode.value == "r"
-    assert ex.threshold == float(ttq_lib.threshold_sparsity(weight, 0.3))
-    assert ex.shares["zero"] == pytest.approx(0.3, abs=1.0 / weight.numel())
+    # the 0.3-quantile of |w|: the 120th smallest of 0, 0.01, 0.01, 0.02, 0.02, ... is 0.60
+    assert ex.threshold == pytest.approx(0.6)
+    assert ex.shares["zero"] == pytest.approx(121 / 401)  # -0.60 ... 0.60
     ex.r_slider.value = 0.0  # binary: nothing is zero
-    assert ex.threshold == 0.0 and ex.shares["zero"] == 0.0
+    assert ex.threshold == 0.0 and ex.shares["zero"] == pytest.approx(1 / 401)  # only w = 0 itself
 
 
-def test_mode_toggle_and_back(weight):
-    ex = explorer.threshold_explorer(weight, t=0.1, r=0.5, draw=False)
+def test_mode_toggle_and_back(ramp):
+    ex = explorer.threshold_explorer(ramp, t=0.1, r=0.5, draw=False)
     ex.mode.value = "r"
-    assert ex.threshold == float(ttq_lib.threshold_sparsity(weight, 0.5))
+    assert ex.threshold == pytest.approx(1.0)  # the median of |w|: the 200th smallest value
     ex.t_slider.value = 0.15  # moving the t slider selects the t rule again
     assert ex.mode.value == "t"
-    assert ex.threshold == float(ttq_lib.threshold_max(weight, 0.15))
+    assert ex.threshold == pytest.approx(0.3)
 
 
 def test_drawing_fills_the_output_and_leaks_no_figures(weight):

@@ -1,4 +1,4 @@
-"""Ternary layers and the model converter, on our ResNets and torchvision's resnet18 / alexnet."""
+"""Ternary layers and the model converter, on our ResNets, torchvision's resnet18 and an AlexNet-shaped net."""
 import pytest
 import torch
 import torch.nn as nn
@@ -37,11 +37,22 @@ def test_torchvision_resnet18():
     assert m.layer1[0].conv1.wp.grad is not None
 
 
-def test_torchvision_alexnet():
-    m = ternarize_model(torchvision.models.alexnet(num_classes=10))
+def test_alexnet_layer_pattern():
+    # torchvision's AlexNet pattern (convs with ReLU and max-pooling, adaptive pooling, dropout, three linear
+    # layers) at a size that runs in milliseconds: the first conv and the last linear stay full precision.
+    features = nn.Sequential(nn.Conv2d(3, 8, 5, stride=2, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(8, 12, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(12, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                             nn.Conv2d(16, 12, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+    classifier = nn.Sequential(nn.Dropout(), nn.Linear(12 * 2 * 2, 32), nn.ReLU(), nn.Dropout(),
+                               nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 10))
+    m = ternarize_model(nn.Sequential(features, nn.AdaptiveAvgPool2d(2), nn.Flatten(), classifier))
     names = [n for n, _ in ternary_layers(m)]
-    assert names == ["features.3", "features.6", "features.8", "features.10", "classifier.1", "classifier.4"]
-    assert m(torch.randn(1, 3, 224, 224)).shape == (1, 10)
+    assert names == ["0.3", "0.6", "0.8", "0.10", "3.1", "3.4"]
+    out = m.eval()(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10)
+    out.sum().backward()
+    assert all(layer.wp.grad is not None for _, layer in ternary_layers(m))
 
 
 def test_latent_weights_copied_and_forward_uses_ternary_values():

@@ -60,7 +60,7 @@ def test_packed_logits_equal_unpacked(model, x, tmp_path, scheme, decode):
     path = save_packed(model, tmp_path / "m.safetensors", scheme=scheme)
     packed, meta = load_packed(path, decode=decode)
     with torch.no_grad():
-        assert torch.allclose(packed(x), model(x), atol=1e-6, rtol=0)
+        assert torch.equal(packed(x), model(x))
     assert meta["scheme"] == scheme and meta["arch"] == "resnet20" and meta["method"] == "ttq"
     assert isinstance(packed.layer1[0].conv1, PackedTernaryConv2d)
     assert type(packed.conv1) is torch.nn.Conv2d and type(packed.linear) is torch.nn.Linear  # kept full
@@ -86,7 +86,7 @@ def test_all_layers_ternary_with_bias(x, tmp_path, method):
     assert isinstance(packed.conv1, PackedTernaryConv2d)
     assert meta["keep_first"] is False and meta["keep_last"] is False and meta["method"] == method
     with torch.no_grad():
-        assert torch.allclose(packed(x), model(x), atol=1e-6, rtol=0)
+        assert torch.equal(packed(x), model(x))
 
 
 def test_repack_packed_model_with_other_scheme(model, x, packed_file, tmp_path):
@@ -95,17 +95,20 @@ def test_repack_packed_model_with_other_scheme(model, x, packed_file, tmp_path):
     repacked, meta2 = load_packed(again)
     assert meta2["scheme"] == "2bit" and meta2["t"] == meta["t"] and meta2["keep_first"] is True
     with torch.no_grad():
-        assert torch.allclose(repacked(x), model(x), atol=1e-6, rtol=0)
+        assert torch.equal(repacked(x), model(x))
 
 
 def test_file_contents_and_metadata(model, packed_file):
     tensors = load_file(str(packed_file))
     _, _, header = _header(packed_file)
     meta = header["__metadata__"]
-    assert meta["format"] == FORMAT and meta["format_version"] == "1" and meta["scheme"] == "base3"
+    assert meta["format"] == FORMAT and meta["format_version"] == "2" and meta["scheme"] == "base3"
     assert meta["checksum"] == tensor_checksum(tensors)
-    names = json.loads(meta["ternary_layers"])
+    rules = json.loads(meta["ternary_layers"])
+    names = [r["name"] for r in rules]
     assert len(names) == 18 and "conv1" not in names and "linear" not in names
+    assert rules[0] == {"name": "layer1.0.conv1", "method": "ttq", "t": 0.05, "sparsity": None}
+    assert json.loads(meta["num_classes"]) == 10 and json.loads(meta["arch"]) == "resnet20"
     layer = "layer2.1.conv2"
     assert tensors[f"{layer}.codes"].dtype == torch.uint8
     assert tensors[f"{layer}.codes"].numel() == -(-32 * 32 * 9 // 5)
@@ -141,7 +144,7 @@ def test_load_model_dispatches_to_packed(model, x, packed_file):
     loaded, meta = load_model(packed_file)
     assert isinstance(loaded.layer1[0].conv1, PackedTernaryConv2d) and meta["scheme"] == "base3"
     with torch.no_grad():
-        assert torch.allclose(loaded(x), model(x), atol=1e-6, rtol=0)
+        assert torch.equal(loaded(x), model(x))
 
 
 def test_pack_checkpoint(model, x, tmp_path):
@@ -150,7 +153,7 @@ def test_pack_checkpoint(model, x, tmp_path):
     packed, meta = load_packed(dst)
     assert meta["scheme"] == "2bit"
     with torch.no_grad():
-        assert torch.allclose(packed(x), model(x), atol=1e-6, rtol=0)
+        assert torch.equal(packed(x), model(x))
 
 
 def test_pack_checkpoint_refuses_full_precision(tmp_path):
@@ -220,10 +223,23 @@ def _rewrite(src, dst, *, meta_update=None, drop=None, fix_checksum=False):
 
 
 def test_unknown_format_version(packed_file, tmp_path):
-    path = _rewrite(packed_file, tmp_path / "v2.safetensors", meta_update={"format_version": "2"})
+    path = _rewrite(packed_file, tmp_path / "v3.safetensors", meta_update={"format_version": "3"})
     assert is_packed_file(path)  # recognised, so load_model routes it here for the precise error
-    with pytest.raises(PackedFileError, match="version '2'.*upgrade"):
+    with pytest.raises(PackedFileError, match="version '3'.*upgrade"):
         load_packed(path)
+
+
+def test_version_1_file_still_loads(model, x, packed_file, tmp_path):
+    # Version 1 listed the ternary layers by name; their rule was the file-wide method / t / sparsity.
+    _, _, header = _header(packed_file)
+    names = [r["name"] for r in json.loads(header["__metadata__"]["ternary_layers"])]
+    meta_v1 = {"format_version": "1", "ternary_layers": json.dumps(names)}
+    path = _rewrite(packed_file, tmp_path / "v1.safetensors", meta_update=meta_v1)
+    packed, meta = load_packed(path)
+    assert meta["format_version"] == "1" and "ternary_layers" not in meta
+    assert packed.layer2[0].conv1.t == 0.05 and packed.layer2[0].conv1.method == "ttq"
+    with torch.no_grad():
+        assert torch.equal(packed(x), load_packed(packed_file)[0](x))
 
 
 def test_unknown_scheme(packed_file, tmp_path):
@@ -263,10 +279,6 @@ def test_ordinary_checkpoint_is_not_packed(model, tmp_path):
         load_packed(ckpt)
 
 
-def test_errors_are_value_errors():
-    assert issubclass(PackedFileError, ValueError)
-
-
 # ------------------------------------------------------------------------------- real checkpoint
 
 
@@ -282,5 +294,5 @@ def test_pretrained_resnet20_round_trip(tmp_path, x):
     for decode in ("lazy", "once"):
         packed, _ = load_packed(path, decode=decode)
         with torch.no_grad():
-            assert torch.allclose(packed(x), model(x), atol=1e-6, rtol=0)
+            assert torch.equal(packed(x), model(x))
     assert os.path.getsize(fp32) / os.path.getsize(path) > 12

@@ -164,3 +164,33 @@ def test_codes_scales_and_shares_agree_with_numpy(values, delta, wp, wn):
     shares = code_shares(codes)
     assert (shares["neg"], shares["pos"]) == (np.mean(a < -np.float32(delta)), np.mean(a > np.float32(delta)))
     assert sum(shares.values()) == pytest.approx(1.0)
+
+
+def test_float_delta_hand_worked():
+    w = torch.tensor([1.0, 0.5, 0.04, -0.05, -0.06, -1.0], requires_grad=True)
+    wp, wn = torch.tensor(2.0, requires_grad=True), torch.tensor(3.0, requires_grad=True)
+    # delta = 0.5: only 1.0 is in I_p (0.5 <= delta is zero), only -1.0 in I_n
+    q = ternarize(w, wp, wn, delta=0.5)
+    assert q.tolist() == [2.0, 0.0, 0.0, 0.0, 0.0, -3.0]
+    q.backward(torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]))
+    assert wp.grad.item() == pytest.approx(0.1)
+    assert wn.grad.item() == pytest.approx(-0.6)
+    assert w.grad.tolist() == pytest.approx([0.2, 0.2, 0.3, 0.4, 0.5, 1.8])
+    # delta = 0 (a binary layer): every non-zero weight takes a scale
+    assert ternarize(w, wp, wn, delta=0).tolist() == [2.0, 2.0, 2.0, -3.0, -3.0, -3.0]
+    # a 0-dim tensor gives the same as the Python number
+    assert ternarize(w, wp, wn, delta=torch.tensor(0.05)).tolist() == [2.0, 2.0, 0.0, 0.0, -3.0, -3.0]
+    assert ternarize(w, wp, wn, delta=0.05).tolist() == [2.0, 2.0, 0.0, 0.0, -3.0, -3.0]
+
+
+@pytest.mark.parametrize("delta,match", [(-0.1, "delta=-0.1 is negative.*abs"), (float("nan"), "not finite"),
+                                         (float("inf"), "not finite"), (torch.tensor(-1.0), "negative"),
+                                         (torch.tensor([0.1, 0.2]), "single number")])
+def test_bad_delta_rejected(delta, match):
+    with pytest.raises(ValueError, match=match):
+        ternarize(torch.randn(10), torch.tensor(1.0), torch.tensor(1.0), delta=delta)
+
+
+def test_delta_of_wrong_type_rejected():
+    with pytest.raises(TypeError, match="delta must be a Python number or a 0-dim tensor, got str"):
+        ternarize(torch.randn(10), torch.tensor(1.0), torch.tensor(1.0), delta="0.1")

@@ -1,5 +1,7 @@
 """ttq_lib.course: threshold statistics (notebook 01), gradient aids (notebook 02), exercise checks."""
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -107,3 +109,23 @@ def test_check_exercise():
         exercises.check_exercise(lambda x: x * 3, ref, cases)
     with pytest.raises(AssertionError, match="shape"):
         exercises.check_exercise(lambda x: x.sum(), ref, cases)
+    with pytest.raises(exercises.ExerciseMismatch, match=r"case 0: expected 1 output\(s\), got 2"):
+        exercises.check_exercise(lambda x: (x, x), ref, cases)
+
+
+def test_check_exercise_fails_a_wrong_answer_under_python_O():
+    # python -O strips assert statements: the checker must not rely on them
+    code = ("import sys, torch\n"
+            "if sys.flags.optimize != 1:\n"
+            "    sys.exit('not running under -O')\n"
+            "from ttq_lib.course import exercises\n"
+            "try:\n"
+            "    exercises.check_exercise(lambda x: x * 3, lambda x: x * 2, [(torch.tensor([1.0, 2.0]),)])\n"
+            "except AssertionError as exc:\n"
+            "    print(type(exc).__name__, exc)\n"
+            "    sys.exit(3)\n"
+            "print('marked correct')\n")
+    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert out.stdout.strip() == "ExerciseMismatch case 0, output 0: max difference 2 from ttq_lib's answer"

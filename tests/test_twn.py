@@ -22,3 +22,21 @@ def test_twn_gradient_is_straight_through():
 def test_twn_rejects_nan():
     with pytest.raises(ValueError, match="NaN"):
         twn_ternarize(torch.tensor([1.0, float("nan")]))
+
+
+def test_twn_float_delta_hand_worked():
+    w = torch.tensor([1.0, -2.0, 0.5, -0.1, 3.0])
+    # delta = 0.4: only -0.1 is zero; alpha = mean(1, 2, 0.5, 3) = 1.625
+    assert twn_ternarize(w, delta=0.4).tolist() == pytest.approx([1.625, -1.625, 1.625, 0.0, 1.625])
+    # delta = 0.5: 0.5 <= delta is zero too; alpha = mean(1, 2, 3) = 2
+    assert twn_ternarize(w, delta=0.5).tolist() == pytest.approx([2.0, -2.0, 0.0, 0.0, 2.0])
+    assert twn_ternarize(w, delta=torch.tensor(0.5)).tolist() == pytest.approx([2.0, -2.0, 0.0, 0.0, 2.0])
+    # delta = 0: alpha = mean|w| = 6.6 / 5 = 1.32
+    assert twn_ternarize(w, delta=0).tolist() == pytest.approx([1.32, -1.32, 1.32, -1.32, 1.32])
+
+
+@pytest.mark.parametrize("delta,match", [(-0.5, "negative"), (float("nan"), "not finite"),
+                                         (float("-inf"), "not finite")])
+def test_twn_bad_delta_rejected(delta, match):
+    with pytest.raises(ValueError, match=match):
+        twn_ternarize(torch.tensor([1.0, -2.0]), delta=delta)

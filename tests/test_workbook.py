@@ -56,6 +56,25 @@ def test_pretrained_checkpoint_falls_back_to_the_committed_fp_model(monkeypatch,
     assert workbook.pretrained_checkpoint(root) == fp.resolve()
 
 
+def test_resolve_start_checkpoint_as_written_else_by_name_in_the_pretrained_folders(tmp_path, monkeypatch,
+                                                                                  fake_repo):
+    root = fake_repo
+    monkeypatch.setenv("TTQ_PRETRAINED_DIR", str(tmp_path / "pretrained"))
+    (root / "runs").mkdir()
+    (root / "runs" / "fp.safetensors").write_bytes(b"")
+    assert workbook.resolve_start_checkpoint("runs/fp.safetensors", root) == root.resolve() / "runs/fp.safetensors"
+    # a folder of one past run (the git-ignored gpu_carry/) is not searched for other names
+    (root / "gpu_carry").mkdir()
+    (root / "gpu_carry" / "resnet20-abc.th").write_bytes(b"")
+    assert workbook.resolve_start_checkpoint("/elsewhere/resnet20-abc.th", root) is None
+    # a run started on another machine is found by the file's name in $TTQ_PRETRAINED_DIR
+    (tmp_path / "pretrained").mkdir()
+    (tmp_path / "pretrained" / "resnet20-abc.th").write_bytes(b"")
+    assert workbook.resolve_start_checkpoint("/elsewhere/resnet20-abc.th", root) == \
+        tmp_path / "pretrained" / "resnet20-abc.th"
+    assert workbook.resolve_start_checkpoint("", root) is None
+
+
 def test_data_source_order(monkeypatch, fake_repo):
     monkeypatch.setenv("TTQ_DATA_TGZ", "/x.tgz")
     monkeypatch.setenv("TTQ_DATA", "synthetic:100")

@@ -55,7 +55,10 @@ def _add_train(sub) -> None:
     p.add_argument("--init", dest="start_from", action=_DeprecatedInit, help="deprecated name of --start-from")
     p.add_argument("--data", default=None, help=DATA_HELP)
     rule = p.add_mutually_exclusive_group()
-    rule.add_argument("--t", type=float, default=d.t, help="threshold factor: delta = t * max|w| (paper: 0.05)")
+    # "%(default).0s" prints nothing: it only stops the formatter from appending "(default: None)".
+    rule.add_argument("--t", type=float, default=d.t,
+                      help="TTQ's threshold factor: delta = t * max|w|; omitted, the paper's 0.05. TWN has no t "
+                           "(its threshold is 0.7 * mean|w|)%(default).0s")
     rule.add_argument("--sparsity", type=float, default=None,
                       help="instead of t: fixed share r of zero weights per layer (paper sweeps 0..0.5)")
     p.add_argument("--scale-init", default=d.scale_init, choices=list(SCALE_INITS),
@@ -78,19 +81,22 @@ def _add_train(sub) -> None:
     p.add_argument("--test-subset", type=int, default=None, help="test on only this many images")
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<method>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
-                   help="continue a stopped run from its last finished epoch (other options are ignored)")
+                   help="continue a stopped run from its last committed epoch, from any directory (its other "
+                        "options come from RUN_DIR/config.json); a finished run is left as it is")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in an --out folder that already holds a run, deleting its run files "
+                        "(without it such a folder is refused)")
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:
     from .training import TrainConfig, train
+    from .training.config import load_config
 
     if args.resume:
-        cfg_path = Path(args.resume) / "config.json"
-        if not cfg_path.exists():
-            raise SystemExit(f"error: {args.resume} is not a run directory (no config.json)")
-        cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()), where=str(cfg_path))
-        cfg.out = args.resume
+        if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise ValueError(f"--resume {args.resume} continues the run in that folder; drop --out {args.out}")
+        cfg = load_config(args.resume)
     else:
         out = args.out or f"runs/{args.model}-{args.method}-{time.strftime('%Y%m%d-%H%M%S')}"
         cfg = TrainConfig(model=args.model, method=args.method, start_from=args.start_from, data=args.data, t=args.t,
@@ -101,7 +107,7 @@ def cmd_train(args) -> int:
                           milestones=[int(m) for m in args.milestones.split(",") if m.strip()],
                           seed=args.seed, threads=args.threads, device=args.device,
                           train_subset=args.train_subset, test_subset=args.test_subset, out=out)
-    metrics = train(cfg, resume=bool(args.resume))
+    metrics = train(cfg, resume=bool(args.resume), overwrite=args.overwrite)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -147,7 +153,8 @@ def _add_pack(sub) -> None:
                                    "{-1, 0, +1} (2 bits, or 5 per byte in base 3 = 1.6 bits) plus Wp and Wn; "
                                    "other tensors are kept as they are. `ttq eval FILE` evaluates the result.")
     p.add_argument("path", help="a TTQ or TWN checkpoint (.safetensors)")
-    p.add_argument("-o", "--output", required=True, help="packed file to write (.safetensors)")
+    p.add_argument("-o", "--output", required=True, help="packed file to write (.safetensors); never the input")
+    p.add_argument("--force", action="store_true", help="replace OUTPUT if it exists (it is refused otherwise)")
     p.add_argument("--scheme", default="base3", choices=list(SCHEMES),
                    help="base3: 5 codes per byte (1.6 bits); 2bit: 4 codes per byte, the paper's count")
     p.set_defaults(func=cmd_pack)
@@ -156,7 +163,7 @@ def _add_pack(sub) -> None:
 def cmd_pack(args) -> int:
     from .formats import pack_checkpoint
 
-    out = pack_checkpoint(args.path, args.output, scheme=args.scheme)
+    out = pack_checkpoint(args.path, args.output, scheme=args.scheme, overwrite=args.force)
     src, dst = Path(args.path).stat().st_size, Path(args.output).stat().st_size
     print(f"wrote {out} ({dst:,} bytes; {args.path}: {src:,} bytes, {src / dst:.1f}x smaller)")
     return 0
@@ -196,14 +203,16 @@ def cmd_demo(args) -> int:
     from .formats import load_model
     from .training import accuracy, recalibrate_bn
 
-    data = load_cifar10(args.data).subset(2048, args.test_subset)  # stratified: stored class by class
-    x, y = data.test_x, data.test_y
     model, meta = load_model(args.checkpoint)
+    data = load_cifar10(args.data)
+    # stratified picks (the test split may be stored class by class), never more than the split holds
+    data = data.subset(min(2048, len(data.train_y)), min(args.test_subset, len(data.test_y)))
+    x, y = data.test_x, data.test_y
     mean, std = meta["mean"], meta["std"]
     rows = [("full precision", accuracy(model, x, y, mean, std))]
     for method, scale_init in (("ttq", "one"), ("ttq", "mean"), ("twn", "one")):
         m, _ = load_model(args.checkpoint)
-        ternarize_model(m, method=method, t=args.t, scale_init=scale_init)
+        ternarize_model(m, method=method, t=args.t if method == "ttq" else None, scale_init=scale_init)
         before = accuracy(m, x, y, mean, std)
         recalibrate_bn(m, Batches(data.train_x, data.train_y, batch_size=256, mean=mean, std=std), 2048)
         rows.append((f"{method} (Wp, Wn init {scale_init})" if method == "ttq" else method, before,

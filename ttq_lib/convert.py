@@ -1,8 +1,9 @@
 """Convert any torch model to a ternary one in place, and inspect its ternary layers.
 
 ``ternarize_model`` swaps ``nn.Conv2d`` / ``nn.Linear`` for the layers of :mod:`ttq_lib.layers` (the paper's
-Sec. 4 keeps the first conv and the last fully connected layer in full precision); ``layer_stats`` gives per
-layer the quantities of the paper's Fig. 3 (Wp, Wn and the shares of negative / zero / positive weights).
+Sec. 4 keeps the first conv and the last fully connected layer in full precision); ``ternarize_layer`` swaps
+one named layer with its own rule (how a model file's per-layer metadata is replayed); ``layer_stats`` gives
+per layer the quantities of the paper's Fig. 3 (Wp, Wn and the shares of negative / zero / positive weights).
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import torch.nn as nn
 
 from .layers import TernaryConv2d, TernaryLinear, TernaryMixin
 from .quantizers import code_shares
-from .thresholds import DEFAULT_T
 
 
 def _first_conv_and_last_linear(model: nn.Module) -> tuple[str | None, str | None]:
@@ -49,10 +49,30 @@ def _ternary_copy(m: nn.Module, scale_init: str, **kw) -> nn.Module:
     return new
 
 
+def ternarize_layer(model: nn.Module, name: str, method: str = "ttq", t: float | None = None,
+                    sparsity: float | None = None, scale_init: str = "one") -> nn.Module:
+    """Replace the one ``nn.Conv2d`` or ``nn.Linear`` called ``name`` by a ternary copy, in place; returns it.
+
+    The layer gets its own rule (``method``, ``t`` or ``sparsity``, as in :func:`ternarize_model`), so a model
+    whose layers differ (a per-layer ``t``) can be rebuilt layer by layer.
+    """
+    try:
+        m = model.get_submodule(name)
+    except AttributeError:
+        raise ValueError(f"the model has no layer {name!r}; list its layers with model.named_modules()") from None
+    # Exact types: a subclass (already ternary, or packed) would lose its own behaviour in the copy.
+    if type(m) not in (nn.Conv2d, nn.Linear):
+        raise ValueError(f"layer {name!r} is a {type(m).__name__}; only plain nn.Conv2d and nn.Linear layers "
+                         "can be ternarized (build a fresh model to convert it again)")
+    new = _ternary_copy(m, method=method, t=t, sparsity=sparsity, scale_init=scale_init)
+    replace_module(model, name, new)
+    return new
+
+
 def ternarize_model(
     model: nn.Module,
     method: str = "ttq",
-    t: float | None = DEFAULT_T,
+    t: float | None = None,
     sparsity: float | None = None,
     keep_first: bool = True,
     keep_last: bool = True,
@@ -63,8 +83,8 @@ def ternarize_model(
 
     Following the paper (Sec. 4), the first convolution and the last fully connected layer stay in full
     precision by default (``keep_first``, ``keep_last``); ``exclude`` names further layers to keep.
-    ``method`` is "ttq" (trained Wp, Wn; Eqs. 6-8) or "twn" (the baseline); ``t`` or ``sparsity`` picks the
-    threshold rule; ``scale_init`` starts Wp, Wn at 1.0 ("one", the official code) or at the mean magnitude of
+    ``method`` is "ttq" (trained Wp, Wn; Eqs. 6-8) or "twn" (the baseline); ``t`` (TTQ only; omitted, the
+    paper's 0.05) or ``sparsity`` picks the threshold rule (TWN's own is 0.7 * mean|w|); ``scale_init`` starts Wp, Wn at 1.0 ("one", the official code) or at the mean magnitude of
     each region ("mean").  Latent weights start as copies of the full-precision ones.
     """
     if any(isinstance(m, TernaryMixin) for m in model.modules()):
@@ -77,8 +97,8 @@ def ternarize_model(
         keep.add(last_linear)
     targets = [(n, m) for n, m in model.named_modules()
                if type(m) in (nn.Conv2d, nn.Linear) and n not in keep]
-    for name, m in targets:
-        replace_module(model, name, _ternary_copy(m, method=method, t=t, sparsity=sparsity, scale_init=scale_init))
+    for name, _ in targets:
+        ternarize_layer(model, name, method=method, t=t, sparsity=sparsity, scale_init=scale_init)
     return model
 
 

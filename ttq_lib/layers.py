@@ -37,6 +37,11 @@ class TernaryMixin:
             t = None
         elif method == "ttq":
             t = check_t(DEFAULT_T if t is None else t)
+        elif t is not None:  # TWN
+            raise ValueError(f"t={t} does not apply to TWN, whose threshold is 0.7 * mean|w| (Li & Liu 2016): "
+                             "drop t, or pass sparsity=r for a fixed share of zeros, or use method='ttq'")
+        else:
+            t = None  # TWN's rule has no t: record none rather than a number that was never used
         self.method = method
         self.t = t
         self.sparsity = sparsity
@@ -92,7 +97,7 @@ class TernaryMixin:
 class TernaryConv2d(TernaryMixin, nn.Conv2d):
     """``nn.Conv2d`` whose weight is ternarized in every forward pass."""
 
-    def __init__(self, *args, method: str = "ttq", t: float | None = DEFAULT_T,
+    def __init__(self, *args, method: str = "ttq", t: float | None = None,
                  sparsity: float | None = None, scale_init: str = "one", **kwargs):
         super().__init__(*args, **kwargs)
         self._setup_ternary(method, t, sparsity, scale_init)
@@ -104,7 +109,7 @@ class TernaryConv2d(TernaryMixin, nn.Conv2d):
 class TernaryLinear(TernaryMixin, nn.Linear):
     """``nn.Linear`` whose weight is ternarized in every forward pass."""
 
-    def __init__(self, *args, method: str = "ttq", t: float | None = DEFAULT_T,
+    def __init__(self, *args, method: str = "ttq", t: float | None = None,
                  sparsity: float | None = None, scale_init: str = "one", **kwargs):
         super().__init__(*args, **kwargs)
         self._setup_ternary(method, t, sparsity, scale_init)

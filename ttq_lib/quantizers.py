@@ -13,6 +13,9 @@ the chain rule gives the minus.  Getting it wrong makes Wn move the wrong way (s
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 from .thresholds import DEFAULT_T, check_weight, threshold, threshold_twn
@@ -31,6 +34,32 @@ def check_scale(s: torch.Tensor, name: str) -> torch.Tensor:
             "(clamp them after each optimizer step with ttq_lib.clamp_scales_)"
         )
     return s
+
+
+def check_delta(delta, weight: torch.Tensor) -> torch.Tensor:
+    """An explicit threshold as a detached 0-dim tensor; a Python number gets ``weight``'s dtype and device.
+
+    ``delta`` must be finite and >= 0: with a negative one the regions of Eq. 6, I_p = {w > delta} and
+    I_n = {w < -delta}, overlap (a weight in (delta, -delta) would be both +Wp and -Wn).
+    """
+    if isinstance(delta, torch.Tensor):
+        if delta.numel() != 1:
+            raise ValueError(f"delta must be a single number (0-dim tensor), got shape {tuple(delta.shape)}; "
+                             "pass one threshold per layer")
+        v = float(delta.detach())
+    elif isinstance(delta, numbers.Real) and not isinstance(delta, bool):
+        v = float(delta)  # checked before rounding to weight's dtype, so the message shows what was passed
+    else:
+        raise TypeError(f"delta must be a Python number or a 0-dim tensor, got {type(delta).__name__}")
+    if not math.isfinite(v):
+        raise ValueError(f"delta={v} is not finite: pass a finite threshold >= 0, or leave delta=None "
+                         "to use the layer's threshold rule")
+    if v < 0.0:
+        raise ValueError(f"delta={v} is negative: the regions w > delta and w < -delta would overlap; "
+                         f"pass abs(delta) = {-v}, or leave delta=None to use the layer's threshold rule")
+    if isinstance(delta, torch.Tensor):
+        return delta.detach().reshape(())
+    return torch.tensor(v, dtype=weight.dtype, device=weight.device)
 
 
 @torch.no_grad()
@@ -92,19 +121,19 @@ def ternarize(
     t: float | None = DEFAULT_T,
     *,
     sparsity: float | None = None,
-    delta: torch.Tensor | None = None,
+    delta: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
     """Trained ternary quantization of ``weight`` to {+wp, 0, -wn} (Eq. 6) with gradients Eqs. 7-8.
 
     ``wp`` and ``wn`` are positive 0-dim tensors (usually ``nn.Parameter``).  The threshold is
     ``t * max|w|`` (paper default t = 0.05) unless ``sparsity=r`` asks for the r-quantile of |w|, or an
-    explicit ``delta`` is given.  Returns a tensor of ``weight``'s shape.
+    explicit ``delta`` (a Python number or a 0-dim tensor, finite and >= 0) is given.  Returns a tensor of
+    ``weight``'s shape.
     """
     check_weight(weight)
     wp = check_scale(wp, "wp")
     wn = check_scale(wn, "wn")
-    if delta is None:
-        delta = threshold(weight, t, sparsity)
+    delta = threshold(weight, t, sparsity) if delta is None else check_delta(delta, weight)
     return TTQFunction.apply(weight, wp, wn, delta.detach())
 
 
@@ -131,8 +160,7 @@ def _twn_alpha(w: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def twn_scale(weight: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:
     """TWN's single scale: ``alpha = mean(|w| over |w| > delta)`` (Li & Liu 2016, Eq. 6)."""
-    if delta is None:
-        delta = threshold_twn(weight)
+    delta = threshold_twn(weight) if delta is None else check_delta(delta, weight)
     return _twn_alpha(weight, ternary_codes(weight, delta))
 
 
@@ -147,11 +175,11 @@ def region_means(w: torch.Tensor, delta: torch.Tensor | float, empty: float = 0.
     return (float(pos.mean()) if pos.numel() else empty, float(-neg.mean()) if neg.numel() else empty)
 
 
-def twn_ternarize(weight: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:
-    """The TWN baseline: threshold ``0.7 * mean|w|``, output ``alpha * sign(w)`` or 0, gradient passed straight."""
+def twn_ternarize(weight: torch.Tensor, delta: torch.Tensor | float | None = None) -> torch.Tensor:
+    """The TWN baseline: threshold ``0.7 * mean|w|`` (or an explicit ``delta``: a number or 0-dim tensor,
+    finite and >= 0), output ``alpha * sign(w)`` or 0, gradient passed straight."""
     check_weight(weight)
-    if delta is None:
-        delta = threshold_twn(weight)
+    delta = threshold_twn(weight) if delta is None else check_delta(delta, weight)
     return TWNFunction.apply(weight, delta.detach())
 
 

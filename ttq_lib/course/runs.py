@@ -28,7 +28,9 @@ PAPER_CIFAR10_ERROR = {
     "resnet44": {"fp": 7.18, "ttq": 7.02},
     "resnet56": {"fp": 6.80, "ttq": 6.44},
 }
-#: Last values of the official ResNet-20 training log (TTQ_NOTES): (Wp, Wn) per layer role.
+#: (Wp, Wn) per layer role at the last epoch (400) of the authors' released ResNet-20 training log of the official
+#: TensorFlow code: github.com/czhu95/ternarynet, examples/Ternary-Net/train_log/cifar10-resnet-20-finetune.log
+#: (layers res1.0/conv1, res3.2/conv2 and linear; e.g. res1.0/conv1/Wp:0: 0.6424, Wn:0: 0.72847), rounded.
 OFFICIAL_LOG_SCALES = {"first residual conv": (0.64, 0.73), "last conv": (1.70, 1.73), "linear": (2.25, 1.95)}
 
 

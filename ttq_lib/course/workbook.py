@@ -96,7 +96,7 @@ def resolve_start_checkpoint(start_from: str | None, root: str | os.PathLike | N
         if p.is_file():
             return p
     name = Path(start_from).name
-    for folder in _pretrained_folders(root) + [root / "gpu_carry"]:
+    for folder in _pretrained_folders(root):
         if (folder / name).is_file():
             return folder / name
     return None

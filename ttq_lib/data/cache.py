@@ -3,6 +3,10 @@
 The cache file is ``<source name>.ttq-cache-<key>.safetensors``; the key hashes the tarball's bytes, or a
 folder's file paths, sizes and modification times, so a changed source is decoded again.  See
 :func:`ttq_lib.data.load_cifar10` for where the file is looked for and written.
+
+A new cache replaces the older caches of the same source in its folder, and only those: two sources may
+share a file name (``/a/cifar.tar.gz`` and ``/b/cifar.tar.gz`` both cache into ``~/.cache/ttq-workbook``),
+so a cache is removed only if its header's ``source_id`` (the source's absolute path) names the same one.
 """
 from __future__ import annotations
 
@@ -111,19 +115,20 @@ def write_cache(candidates: list[Path], name: str, key: str, data: CifarTensors,
         "train_x": data.train_x.contiguous(), "train_y": data.train_y.contiguous(),
         "test_x": data.test_x.contiguous(), "test_y": data.test_y.contiguous(),
     }
-    meta = {"key": key, "source": label, "format": str(CACHE_FORMAT)}
+    sid = source_id(label)
+    meta = {"key": key, "source": label, "source_id": sid, "format": str(CACHE_FORMAT)}
     for folder in candidates:
         if not _dir_writable(folder):
             continue
         target = folder / name
         try:
-            with atomic_path(target) as tmp:
+            # 0644 whatever the umask: others on the machine may share the cache folder
+            with atomic_path(target, mode=0o644) as tmp:
                 save_file(tensors, str(tmp), metadata=meta)
-                os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; others may share the cache
         except OSError as exc:
             log.info("cannot write the CIFAR-10 cache in %s (%s); trying the next folder", folder, exc)
             continue
-        _remove_stale(folder, name)
+        _remove_stale(folder, name, sid)
         log.info("CIFAR-10 cache written to %s", target)
         return target
     warnings.warn(f"could not write a CIFAR-10 cache in any of {[str(c) for c in candidates]}; "
@@ -131,11 +136,36 @@ def write_cache(candidates: list[Path], name: str, key: str, data: CifarTensors,
     return None
 
 
-def _remove_stale(folder: Path, name: str) -> None:
+def source_id(label: str) -> str:
+    """The source a cache came from, independent of the current folder: ``label`` ("tar:cifar.tar.gz",
+    "folder:...", "download:...") with its path made absolute (symlinks kept: the path the user named)."""
+    kind, sep, rest = label.partition(":")
+    return f"{kind}:{os.path.abspath(os.path.expanduser(rest))}" if sep and rest else label
+
+
+def _stored_source_id(file: Path) -> str | None:
+    """The ``source_id`` in a cache's header (only the header is read), None if unknown or unreadable."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # damaged or not safetensors: whose it is cannot be told, so it is kept
+        return None
+    if meta.get("source_id"):
+        return meta["source_id"]
+    # Caches written before source_id existed: their label's path is trusted only if it is absolute,
+    # since a relative one was relative to a working folder that is unknown now.
+    kind, sep, rest = meta.get("source", "").partition(":")
+    return f"{kind}:{os.path.normpath(rest)}" if sep and os.path.isabs(rest) else None
+
+
+def _remove_stale(folder: Path, name: str, sid: str) -> None:
+    """Remove the other caches of source ``sid`` in ``folder`` (older contents of the same source)."""
     stem = name.split(".ttq-cache-")[0]
     pattern = re.compile(re.escape(stem) + r"\.ttq-cache-[0-9a-f]{16}\.safetensors")
     for other in folder.iterdir():
-        if other.name != name and pattern.fullmatch(other.name):
+        if other.name != name and pattern.fullmatch(other.name) and _stored_source_id(other) == sid:
             try:
                 other.unlink()
             except OSError:

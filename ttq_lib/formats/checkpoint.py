@@ -1,7 +1,10 @@
 """This project's trainable checkpoints (safetensors), third-party ``.th`` files, and a run's training state.
 
 A checkpoint is one safetensors file whose metadata (:mod:`ttq_lib.formats.model_meta`) says how to rebuild
-the model, so loading it needs nothing but the path.  Third-party ``.th``/``.pt`` files (the pretrained CIFAR
+the model, so loading it needs nothing but the path.  Version 2 metadata lists every ternary layer with its
+own rule and the number of classes; version 1 files (one rule, ``keep_first``/``keep_last``) still load.
+``save_checkpoint`` rebuilds the model from the metadata before writing and refuses, naming the reason, a
+model the file could not give back.  Third-party ``.th``/``.pt`` files (the pretrained CIFAR
 ResNets) are read with ``torch.load(..., weights_only=True)``.  ``state.pt`` holds what a resumed run needs
 beyond the weights: the optimizer state and the epoch.
 """
@@ -18,17 +21,27 @@ from safetensors.torch import safe_open, save_file
 
 from ..models import DEPTHS, IMAGENET_MEAN, IMAGENET_STD
 from .atomic import atomic_path
-from .model_meta import CheckpointError, build_from_meta, load_checked, model_meta, read_tensors
+from .model_meta import CheckpointError, build_from_meta, check_rebuilds, load_checked, model_meta, read_tensors
 
 FORMAT = "ttq-checkpoint"
-VERSION = "1"
+VERSION = "2"
+#: Versions this module reads: "1" lacks ``ternary_layers`` and ``num_classes``.
+READABLE_VERSIONS = ("1", "2")
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict | None = None) -> Path:
-    """Write ``model``'s weights and metadata as one safetensors file, atomically."""
+    """Write ``model``'s weights and metadata as one safetensors file, atomically.
+
+    ``meta`` adds keys (epoch, mean, std, ...) or names the architecture (``{"arch": "torchvision.resnet18"}``)
+    for a model without an ``arch`` attribute.  Raises ValueError, and writes nothing, if the model could not be
+    rebuilt from the metadata (see :func:`ttq_lib.formats.model_meta.check_rebuilds`).
+    """
     meta = model_meta(model, **(meta or {}))
-    header = {"format": FORMAT, "version": VERSION, **{k: json.dumps(v) for k, v in meta.items()}}
+    encoded = {k: json.dumps(v) for k, v in meta.items()}
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    # Checked against the metadata as a loader will decode it, so whatever JSON changes is caught too.
+    check_rebuilds(model, {k: json.loads(v) for k, v in encoded.items()}, tensors)
+    header = {"format": FORMAT, "version": VERSION, **encoded}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=header)
@@ -51,9 +64,9 @@ def read_checkpoint_meta(path: str | Path) -> dict:
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not a ttq-workbook checkpoint "
                               f"(format={header.get('format')!r})")
-    if header.get("version") != VERSION:
+    if header.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(f"{path} has checkpoint version {header.get('version')!r}; this ttq_lib "
-                              f"reads version {VERSION}: upgrade ttq-workbook")
+                              f"reads versions {', '.join(READABLE_VERSIONS)}: upgrade ttq-workbook")
     return {k: json.loads(v) for k, v in header.items() if k not in ("format", "version")}
 
 

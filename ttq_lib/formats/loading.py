@@ -45,14 +45,25 @@ def load_pretrained(path: str | Path, arch: str | None = None) -> nn.Module:
     return load_model(path, arch)[0]
 
 
-def pack_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, scheme: str = "base3") -> Path:
+def pack_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, scheme: str = "base3",
+                    overwrite: bool = False) -> Path:
     """Pack a ternary checkpoint (anything :func:`load_model` reads) into ``dst``.
+
+    ``dst`` may never be ``src`` (that would replace the trainable checkpoint, latent weights and all, by an
+    inference-only file), and an existing ``dst`` is replaced only with ``overwrite``.
 
     A full-precision source is refused rather than ternarized on the fly: ternarizing a trained network
     without fine-tuning collapses its accuracy (see ``ttq demo``), so such a file would look valid and be
     useless. Ternarize and fine-tune first, then pack the result.
     """
     check_scheme(scheme)
+    src, dst = Path(src), Path(dst)
+    if dst.resolve() == src.resolve() or (dst.exists() and src.exists() and dst.samefile(src)):
+        raise ValueError(f"the output {dst} is the input file: packing it in place would destroy the trainable "
+                         "checkpoint (its latent weights); write the packed file elsewhere")
+    if dst.exists() and not overwrite:
+        raise ValueError(f"{dst} already exists: pass --force (overwrite=True) to replace it, or choose another "
+                         "output")
     model, meta = load_model(src)
     if not ternary_like_layers(model):
         raise ValueError(f"{src} holds a full-precision model (method={meta.get('method')!r}); packing stores "

@@ -5,7 +5,7 @@ TTQ (Zhu et al., ICLR 2017, Sec. 1 and Sec. 5): at inference a ternary layer nee
 weight; base-3 packing (:mod:`ttq_lib.bitpack`) gets to 1.6 bits.  The layers that compute with the packed
 bytes are :mod:`ttq_lib.packed_layers`.
 
-File layout (a safetensors file, format "ttq-packed", version "1"); for every ternary layer ``L``:
+File layout (a safetensors file, format "ttq-packed", version "2"); for every ternary layer ``L``:
 
 =================  ==========================================================
 ``L.codes``        uint8, 1-D: the packed codes (:func:`ttq_lib.bitpack.pack_codes`)
@@ -16,10 +16,13 @@ File layout (a safetensors file, format "ttq-packed", version "1"); for every te
 
 Every other tensor of the model's ``state_dict`` (first conv, last linear, batch norm with its running
 statistics) is stored unchanged under its usual name, so the file is exactly the ``state_dict`` of the
-packed model. Metadata: ``format``, ``format_version``, ``scheme``, ``ternary_layers`` (JSON list), the
-JSON-encoded checkpoint meta that rebuilds the model (``arch``, ``method``, ``t``, ``sparsity``,
-``keep_first``, ``keep_last``, ``mean``, ``std``), and ``checksum`` = ``"sha256:" + hex`` of
-:func:`tensor_checksum`.
+packed model. Metadata: ``format``, ``format_version``, ``scheme``, ``ternary_layers`` (JSON list of
+``{"name", "method", "t", "sparsity"}``, each layer's own rule), the JSON-encoded checkpoint meta that rebuilds
+the model (``arch``, which may be any name :func:`ttq_lib.models.build_model` knows, ``num_classes``,
+``method``, ``t``, ``sparsity``, ``keep_first``, ``keep_last``, ``mean``, ``std``), and ``checksum`` =
+``"sha256:" + hex`` of :func:`tensor_checksum`.  Version "1" files (``ternary_layers`` a list of names, one
+rule for all of them in ``method``/``t``/``sparsity``) still load.  ``save_packed`` rebuilds the packed model
+from the metadata before writing and refuses, naming the reason, a model the file could not give back.
 """
 
 from __future__ import annotations
@@ -36,16 +39,18 @@ from safetensors.torch import save_file
 
 from ..bitpack import SCHEMES, check_scheme, pack_codes
 from ..convert import replace_module, ternary_like_layers
-from ..models import DEPTHS, build_model
+from ..models import build_model
 from ..packed_layers import DECODE_MODES, packed_layer_for
 from .atomic import atomic_path
-from .model_meta import CheckpointError, load_checked, model_meta, read_tensors
+from .model_meta import CheckpointError, check_rebuilds, load_checked, model_meta, read_tensors
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "PackedFileError", "tensor_checksum", "packed_state_dict", "save_packed",
            "is_packed_file", "read_packed_metadata", "load_packed"]
 
 FORMAT = "ttq-packed"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+#: Versions :func:`load_packed` reads: "1" lists the ternary layers by name only, with one rule for all.
+READABLE_VERSIONS = ("1", "2")
 # Keys written by this module itself; a caller's meta may not override them.
 _RESERVED = ("format", "format_version", "scheme", "checksum", "ternary_layers")
 # A real header is a few hundred kB at most; a larger length prefix means the file is something else.
@@ -117,9 +122,10 @@ def read_packed_metadata(path: str | os.PathLike) -> dict[str, str]:
     if meta.get("format") != FORMAT:
         raise PackedFileError(f"{path} is not a ttq packed file (format={meta.get('format')!r}); "
                               "load ordinary checkpoints with ttq_lib.load_model")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in READABLE_VERSIONS:
         raise PackedFileError(f"{path} has packed format version {meta.get('format_version')!r}; this ttq_lib "
-                              f"reads version {FORMAT_VERSION}: upgrade ttq-workbook or re-pack the checkpoint")
+                              f"reads versions {', '.join(READABLE_VERSIONS)}: upgrade ttq-workbook or re-pack "
+                              "the checkpoint")
     if meta.get("scheme") not in SCHEMES:
         raise PackedFileError(f"{path} uses unknown packing scheme {meta.get('scheme')!r}; "
                               f"known schemes: {', '.join(SCHEMES)}")
@@ -176,24 +182,61 @@ def save_packed(model: nn.Module, path: str | os.PathLike, scheme: str = "base3"
     """Write ``model`` as a packed ternary file, atomically (temp file, then ``os.replace``).
 
     ``model`` holds ternary layers (``ttq_lib.layers``) or packed ones (re-packing, e.g. to change
-    ``scheme``). ``meta`` (for example the dict returned by ``load_model``) overrides what is inferred from
-    the model; it must end up with an ``arch`` that ``ttq_lib.models.build_model`` knows.
+    ``scheme``). ``meta`` (for example the dict returned by ``load_model``) adds keys or sets ``arch`` and
+    ``num_classes``; the ``arch`` must be one ``ttq_lib.models.build_model`` knows.  Raises ValueError, and
+    writes nothing, if :func:`load_packed` could not rebuild the model from the file.
     """
     tensors = packed_state_dict(model, scheme)
-    layers = [name for name, _ in ternary_like_layers(model)]
-    info = model_meta(model)
-    info.update({k: v for k, v in (meta or {}).items() if k not in _RESERVED})
-    if info.get("arch") not in DEPTHS:
-        raise ValueError(f"cannot record the architecture: arch={info.get('arch')!r}; pass "
-                         f"meta={{'arch': ...}} with one of {', '.join(DEPTHS)} so load_packed can rebuild it")
+    info = model_meta(model, **{k: v for k, v in (meta or {}).items() if k not in _RESERVED})
+    rules = info.pop("ternary_layers")
     # default=str: provenance a caller adds (paths, dates) must not make packing fail.
     header = {k: json.dumps(v, default=str) for k, v in info.items()}
-    header.update(format=FORMAT, format_version=FORMAT_VERSION, scheme=scheme,
-                  ternary_layers=json.dumps(layers), checksum=tensor_checksum(tensors))
+    header.update(format=FORMAT, format_version=FORMAT_VERSION, scheme=scheme, ternary_layers=json.dumps(rules))
+    # Checked against the metadata as load_packed will decode it, so the file that is written also loads.
+    decoded = {k: json.loads(v) for k, v in header.items() if k not in _RESERVED}
+    decoded_rules = json.loads(header["ternary_layers"])
+    check_rebuilds(model, decoded, tensors, lambda m: packed_skeleton(m, decoded_rules, scheme),
+                   frozenset(r["name"] for r in decoded_rules))
+    header["checksum"] = tensor_checksum(tensors)
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=header)
     return path
+
+
+def packed_skeleton(meta: dict, rules: list[dict], scheme: str, decode: str = "lazy") -> nn.Module:
+    """The model of ``meta["arch"]`` with each layer of ``rules`` replaced by an empty packed layer.
+
+    What :func:`load_packed` loads the tensors into; raises ValueError if the architecture or a layer does not
+    fit.  Each packed layer keeps its rule (method, t, sparsity) for the record, so a re-pack writes it again.
+    """
+    num_classes = meta.get("num_classes")
+    model = build_model(meta["arch"]) if num_classes is None else build_model(meta["arch"], num_classes)
+    for rule in rules:
+        name = rule["name"]
+        try:
+            template = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"names ternary layer {name!r}, which {meta['arch']} does not have") from None
+        try:
+            packed = packed_layer_for(template, scheme=scheme, decode=decode)
+        except ValueError as e:
+            raise ValueError(f"layer {name!r}: {e}") from None
+        packed.method, packed.t, packed.sparsity = rule.get("method"), rule.get("t"), rule.get("sparsity")
+        replace_module(model, name, packed)
+    return model
+
+
+def _rules(raw_layers, meta: dict, version: str) -> list[dict] | None:
+    """Each ternary layer's rule from the file: version 2 stores them, version 1 only names the layers."""
+    if not isinstance(raw_layers, list):
+        return None
+    if version == "1" and all(isinstance(n, str) for n in raw_layers):
+        return [{"name": n, "method": meta.get("method"), "t": meta.get("t"), "sparsity": meta.get("sparsity")}
+                for n in raw_layers]
+    if all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in raw_layers):
+        return raw_layers
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,31 +258,22 @@ def load_packed(path: str | os.PathLike, decode: str = "lazy") -> tuple[nn.Modul
     tensors = read_tensors(path, PackedFileError)
     try:
         meta = {k: json.loads(v) for k, v in raw.items() if k not in _RESERVED}
-        names = json.loads(raw.get("ternary_layers", "null"))
+        rules = _rules(json.loads(raw.get("ternary_layers", "null")), meta, raw["format_version"])
     except json.JSONDecodeError as e:
         raise PackedFileError(f"{path} has malformed metadata ({e})") from e
-    if not isinstance(names, list) or "arch" not in meta:
+    if rules is None or "arch" not in meta:
         raise PackedFileError(f"{path} lacks the 'ternary_layers' or 'arch' metadata needed to rebuild the model")
 
-    try:
-        model = build_model(meta["arch"])
-    except ValueError as e:
-        raise PackedFileError(f"{path}: {e}") from e
     scheme = raw["scheme"]
+    names = [r["name"] for r in rules]
     for name in names:
         missing = [f"{name}.{s}" for s in ("codes", "wp", "wn", "shape") if f"{name}.{s}" not in tensors]
         if missing:
             raise PackedFileError(f"{path} is missing tensor(s) {missing}; the file is incomplete, pack it again")
-        try:
-            template = model.get_submodule(name)
-        except AttributeError:
-            raise PackedFileError(f"{path} names ternary layer {name!r}, which {meta['arch']} does not have") from None
-        try:
-            packed = packed_layer_for(template, scheme=scheme, decode=decode)
-        except ValueError as e:
-            raise PackedFileError(f"{path}: layer {name!r}: {e}") from None
-        packed.method, packed.t, packed.sparsity = meta.get("method"), meta.get("t"), meta.get("sparsity")
-        replace_module(model, name, packed)
+    try:
+        model = packed_skeleton(meta, rules, scheme, decode)
+    except ValueError as e:
+        raise PackedFileError(f"{path}: {e}") from e
 
     load_checked(model, tensors, path, PackedFileError)
     # Checked after the structure so that a missing tensor is named rather than reported as corruption.
@@ -251,6 +285,8 @@ def load_packed(path: str | os.PathLike, decode: str = "lazy") -> tuple[nn.Modul
             model.get_submodule(name).finish_load_()
         except ValueError as e:
             raise PackedFileError(f"{path}, layer {name}: {e}") from None
+    if raw["format_version"] != "1":  # version 1 files give back their metadata as they always did
+        meta["ternary_layers"] = rules
     meta.update(format=raw["format"], format_version=raw["format_version"], scheme=scheme,
                 checksum=raw["checksum"])
     return model.eval(), meta

@@ -94,8 +94,10 @@ def resnet56(num_classes: int = 10) -> CifarResNet:
     return CifarResNet(9, num_classes)
 
 
-def build_model(arch: str, num_classes: int = 10) -> CifarResNet:
-    """Build a CIFAR ResNet by name: resnet20, resnet32, resnet44 or resnet56."""
+def build_cifar_resnet(arch: str, num_classes: int = 10) -> CifarResNet:
+    """Build a CIFAR ResNet by name: resnet20, resnet32, resnet44 or resnet56.
+
+    ``ttq_lib.models.build_model`` builds these and torchvision's models too."""
     if arch not in DEPTHS:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(DEPTHS)}")
+        raise ValueError(f"unknown CIFAR ResNet {arch!r}; choose one of {', '.join(DEPTHS)}")
     return CifarResNet(DEPTHS[arch], num_classes)

@@ -6,23 +6,28 @@ divided by 10 at epochs 82, 123 and 150, batch 128, weight decay 2e-4, threshold
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch.nn as nn
 
 from ..convert import ternarize_model
+from ..formats import load_model, write_json_atomic
 from ..layers import SCALE_INITS, TERNARY_METHODS, TernaryMixin
-from ..formats import load_model
 from ..models import CIFAR10_MEAN, CIFAR10_STD, DEPTHS, build_model
-from ..thresholds import check_sparsity, check_t
+from ..thresholds import DEFAULT_T, check_sparsity, check_t
 
 #: What a run can train: full precision, or one of the ternary quantizers.
 METHODS = ("fp", *TERNARY_METHODS)
 SCHEDULES = ("step", "cosine")
 #: Keys of config.json written before a rename, and their names now.
 RENAMED_KEYS = {"init": "start_from"}
+#: Fields that may hold a file path: config.json stores them relative to the run folder.
+PATH_FIELDS = ("start_from", "data")
+CONFIG_FILE = "config.json"
 
 
 @dataclass
@@ -32,7 +37,7 @@ class TrainConfig:
     method: str = "ttq"
     start_from: str | None = None    # checkpoint to fine-tune from; None trains from scratch
     data: str | None = None          # see ttq_lib.data.load_cifar10
-    t: float = 0.05
+    t: float | None = None           # threshold factor; None: the paper's 0.05 for TTQ, none for TWN
     sparsity: float | None = None
     scale_init: str = "one"          # Wp = Wn = 1 as in the official code, or "mean"
     keep_first: bool = True
@@ -57,6 +62,8 @@ class TrainConfig:
         """A config from a saved ``config.json``: old key names are renamed; unknown keys are an error, or
         dropped with ``strict=False`` (reading an old run only to show it)."""
         values = {RENAMED_KEYS.get(k, k): v for k, v in values.items()}
+        if values.get("method") == "twn" and values.get("t") == DEFAULT_T:
+            values["t"] = None  # older versions recorded the unused default t for TWN runs
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown and not strict:
@@ -75,17 +82,19 @@ class TrainConfig:
             raise ValueError(f"--scale-init {self.scale_init} is not one of {', '.join(SCALE_INITS)}")
         if self.sparsity is not None:
             check_sparsity(self.sparsity)
-        else:
-            check_t(self.t)
+            if self.t is not None:
+                raise ValueError("give either --t or --sparsity, not both")
+        elif self.method == "twn" and self.t is not None:
+            raise ValueError(f"--t {self.t} does not apply to TWN, whose threshold is 0.7 * mean|w|: drop it, or "
+                             "use --sparsity r for a fixed share of zeros")
+        elif self.method == "ttq":
+            self.t = check_t(DEFAULT_T if self.t is None else self.t)  # recorded as used
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("--epochs and --batch-size must be at least 1")
         if not self.lr > 0:
             raise ValueError(f"--lr {self.lr} must be positive")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"--schedule {self.schedule} is not one of {', '.join(SCHEDULES)}")
-        if self.start_from is not None and not Path(self.start_from).is_file():
-            raise FileNotFoundError(f"--start-from {self.start_from} does not exist; give a checkpoint such as "
-                                    "../shared/pretrained/resnet20-12fca82f.th or a results/ model")
 
 
 def learning_rate(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
@@ -96,16 +105,86 @@ def learning_rate(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int)
     return cfg.lr * 0.1 ** sum(epoch >= m for m in cfg.milestones)
 
 
+def save_config(cfg: TrainConfig, run_dir: str | os.PathLike) -> None:
+    """Write ``config.json``: paths relative to the run folder, so the folder can move with its inputs
+    or be resumed from any working directory (``out`` is the folder itself, written as ".")."""
+    run_dir = Path(run_dir)
+    values = dataclasses.asdict(cfg)
+    for key in PATH_FIELDS:
+        if values[key] is not None and Path(values[key]).exists():
+            values[key] = os.path.relpath(Path(values[key]).resolve(), run_dir.resolve())
+    values["out"] = "."
+    write_json_atomic(run_dir / CONFIG_FILE, values)
+
+
+def load_config(run_dir: str | os.PathLike) -> TrainConfig:
+    """The config of the run in ``run_dir``, its paths made usable from the current directory again."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no {CONFIG_FILE}")
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); restore it from a copy or start the run again "
+                         "with --overwrite") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} does not hold a JSON object of settings")
+    cfg = TrainConfig.from_dict(values, where=str(path))
+    for key in PATH_FIELDS:
+        value = getattr(cfg, key)
+        # Relative to the run folder (this version) or to the directory the run started in (older runs).
+        if value is not None and not Path(value).is_absolute() and (run_dir / value).exists():
+            setattr(cfg, key, os.path.normpath(run_dir / value))
+    cfg.out = str(run_dir)
+    return cfg
+
+
+def check_against_checkpoint(cfg: TrainConfig, meta: dict) -> None:
+    """Refuse options that contradict the ternary checkpoint a run starts from (they would be ignored)."""
+    where = f"--start-from {cfg.start_from}"
+    if meta.get("format") == "ttq-packed":
+        raise ValueError(f"{where} is a packed file: packed files are for inference (ttq eval, ttq size) and "
+                         "hold no latent weights to train; start from the checkpoint it was packed from (the run's "
+                         "last.safetensors) or from a full-precision model")
+    if meta["method"] == "fp":
+        return
+    if meta["method"] != cfg.method:
+        raise ValueError(f"{where} is a {meta['method']} model; fine-tune it with --method {meta['method']} or "
+                         "start from a full-precision checkpoint")
+    # TWN's rule is 0.7 * mean|w| unless a fixed sparsity is asked for: only the sparsity can contradict.
+    rule = ("sparsity", cfg.sparsity) if cfg.sparsity is not None else ("t", cfg.t)
+    saved = ("sparsity", meta.get("sparsity")) if meta.get("sparsity") is not None else ("t", meta.get("t"))
+    if cfg.method == "twn":
+        rule, saved = (rule if rule[0] == "sparsity" else None), (saved if saved[0] == "sparsity" else None)
+    if rule != saved:
+        def say(r):
+            return "TWN's 0.7 * mean|w|" if r is None else f"--{r[0]} {r[1]}"
+        raise ValueError(f"{where} was ternarized with {say(saved)}, but this run asks for {say(rule)}: pass "
+                         f"{say(saved)} to fine-tune it as it is, or start from a full-precision checkpoint "
+                         "to change the threshold rule")
+    if cfg.scale_init != "one":
+        raise ValueError(f"{where} already has trained Wp, Wn; --scale-init only applies when a full-precision "
+                         "model is ternarized: drop it")
+    for key, flag in (("keep_first", "--quantize-first"), ("keep_last", "--quantize-last")):
+        if key in meta and bool(meta[key]) != getattr(cfg, key):
+            state = "kept in full precision" if meta[key] else "ternary"
+            raise ValueError(f"{where} has its {key.split('_')[1]} layer {state}; "
+                             f"{'drop' if meta[key] else 'add'} {flag} to fine-tune it as it is")
+
+
 def build(cfg: TrainConfig) -> tuple[nn.Module, dict]:
     """The model to train and its input normalisation: from scratch or from ``cfg.start_from``, then
     ternarized as ``cfg.method`` asks."""
+    cfg.validate()
+    if cfg.start_from is not None and not Path(cfg.start_from).is_file():
+        raise FileNotFoundError(f"--start-from {cfg.start_from} does not exist; give a checkpoint such as "
+                                "../shared/pretrained/resnet20-12fca82f.th or a results/ model")
     if cfg.start_from is None:
         model, meta = build_model(cfg.model), {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}
     else:
         model, meta = load_model(cfg.start_from, cfg.model)
-        if meta["method"] != "fp" and meta["method"] != cfg.method:
-            raise ValueError(f"--start-from {cfg.start_from} is a {meta['method']} model; fine-tune it with "
-                             f"--method {meta['method']} or start from a full-precision checkpoint")
+        check_against_checkpoint(cfg, meta)
         meta = {"mean": meta["mean"], "std": meta["std"]}
     already = any(isinstance(m, TernaryMixin) for m in model.modules())
     if cfg.method != "fp" and not already:

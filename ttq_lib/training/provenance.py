@@ -1,8 +1,10 @@
-"""Where a result came from: git commit, library versions, machine."""
+"""Where a result came from: git commit (and, for a dirty tree, which changes), library versions, machine."""
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +37,43 @@ def git_commit() -> str:
         return "unknown"
 
 
+#: The diff whose sha256 :func:`git_changes` records: ``--binary`` so that two different edits of a binary file
+#: hash differently (plain ``git diff`` prints only "Binary files differ"); no colour, external diff tools, text
+#: conversions or rename detection, which depend on the user's configuration rather than on the changes.
+GIT_DIFF = ("git", "diff", "HEAD", "--binary", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames")
+ENV_DIFF_SHA256 = "TTQ_GIT_DIFF_SHA256"
+
+
+def git_changes() -> dict:
+    """What '+dirty' in :func:`git_commit` stands for: ``git_diff_sha256`` (sha256 of the bytes of
+    :data:`GIT_DIFF`, tracked files against HEAD, staged or not) and ``git_dirty_files`` (their paths, relative
+    to the work tree); ``{}`` for a clean tree or outside git.  Untracked files are not included, as in
+    :func:`git_commit`.
+
+    A copy without .git that got its commit from TTQ_GIT_COMMIT can get the hash from TTQ_GIT_DIFF_SHA256
+    (``<GIT_DIFF> | sha256sum`` run where the copy was made); the file list is then not recorded.
+    """
+    if os.environ.get("TTQ_GIT_COMMIT"):
+        digest = os.environ.get(ENV_DIFF_SHA256, "").strip().lower()
+        if not digest:
+            return {}
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ValueError(f"{ENV_DIFF_SHA256}={digest!r} is not a sha256 hex digest (64 hex digits): set it to "
+                             f"the hash of `{' '.join(GIT_DIFF)}` output where the copy was made, or unset it")
+        return {"git_diff_sha256": digest}
+    try:
+        # bytes, not text: a diff may hold binary patches and file names in any encoding
+        diff = subprocess.run(list(GIT_DIFF), capture_output=True, check=True).stdout
+        names = subprocess.run(["git", "diff", "HEAD", "--name-only", "-z", "--no-renames"], capture_output=True,
+                               check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    files = [os.fsdecode(n) for n in names.split(b"\0") if n]
+    if not diff and not files:
+        return {}
+    return {"git_diff_sha256": hashlib.sha256(diff).hexdigest(), "git_dirty_files": files}
+
+
 def machine() -> str:
     """A one-line description of the hardware the run used."""
     cpu = platform.processor() or platform.machine()
@@ -53,5 +92,9 @@ def command_line() -> str:
 
 
 def provenance() -> dict:
-    return {"git_commit": git_commit(), "torch_version": torch.__version__,
+    """The commit, versions and machine of a run; for a dirty tree also ``git_diff_sha256`` and
+    ``git_dirty_files`` (:func:`git_changes`), so that "+dirty" says which uncommitted changes ran."""
+    commit = git_commit()
+    changes = git_changes() if commit.endswith("+dirty") or os.environ.get("TTQ_GIT_COMMIT") else {}
+    return {"git_commit": commit, **changes, "torch_version": torch.__version__,
             "python_version": platform.python_version(), "machine": machine()}

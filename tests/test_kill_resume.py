@@ -1,0 +1,153 @@
+"""Fault injection with real processes: `ttq train` killed with SIGKILL, then resumed, ends bit-identical.
+
+Every run fine-tunes TTQ from a small full-precision checkpoint on synthetic data (a few seconds each) and is
+compared with one uninterrupted run: the weights of ``last.safetensors`` must be equal tensor for tensor, and
+``history.jsonl`` equal row for row except the wall-clock times.  Kill moments:
+
+* named points inside an epoch's commit (``TTQ_KILL_AT``): between writing ``last.safetensors`` and
+  ``history.jsonl``, between ``history.jsonl`` and ``state.pt``, and after ``state.pt`` (the last one before
+  ``metrics.json``);
+* seeded random moments: a run is killed again and again at random times (during start-up, training steps,
+  evaluation or writing) until it finishes.  ``TTQ_KILL_SEED`` picks the seed (printed on failure).
+
+Resumes run from another working directory than the start, and one resume runs after the starting checkpoint
+was deleted, as a user's copy of a run folder would be.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ttq_lib.formats import save_checkpoint
+from ttq_lib.models import resnet20
+
+EPOCHS = 3
+TRAIN_ARGS = ["--method", "ttq", "--data", "synthetic:160", "--epochs", str(EPOCHS), "--batch-size", "40",
+              "--lr", "0.05", "--schedule", "cosine", "--threads", "1", "--seed", "3"]
+SEED = int(os.environ.get("TTQ_KILL_SEED", "20261127"))
+RUNS, ATTEMPTS = 5, 5  # 25 random kill moments drawn per CI run; at least MIN_LANDED must hit a live process
+MIN_LANDED = 20
+
+
+def _ttq(args: list[str], cwd: Path, env_extra: dict | None = None, wait: bool = True):
+    env = {k: v for k, v in os.environ.items() if k != "TTQ_KILL_AT"}
+    env.update(env_extra or {})
+    cmd = [sys.executable, "-m", "ttq_lib.cli", "train", *args]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _continue(run: Path, cwd: Path, start: Path):
+    """Resume ``run`` if it holds one, else start it (a kill before config.json was written)."""
+    if (run / "config.json").exists():
+        return _ttq(["--resume", str(run)], cwd)
+    return _ttq([*TRAIN_ARGS, "--start-from", str(start), "--out", str(run)], cwd)
+
+
+def _weights_and_history(run: Path) -> tuple[dict, list[dict]]:
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    for row in history:
+        row.pop("wall_time_s")
+    return load_file(str(run / "last.safetensors")), history
+
+
+def _assert_same_run(run: Path, reference: Path, same_config: bool = True) -> None:
+    assert (run / "metrics.json").is_file(), f"{run} did not finish"
+    got, got_hist = _weights_and_history(run)
+    want, want_hist = _weights_and_history(reference)
+    assert got.keys() == want.keys()
+    different = [k for k in want if not torch.equal(got[k], want[k])]
+    assert not different, f"{run}: tensors differ from the uninterrupted run: {different[:5]} (seed {SEED})"
+    assert got_hist == want_hist, f"{run}: history differs from the uninterrupted run (seed {SEED})"
+    if same_config:
+        assert json.loads((run / "config.json").read_text()) == json.loads((reference / "config.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A starting checkpoint, the uninterrupted reference run and its wall time."""
+    root = tmp_path_factory.mktemp("kills")
+    (root / "elsewhere").mkdir()
+    start = root / "fp-start.safetensors"
+    torch.manual_seed(0)
+    save_checkpoint(start, resnet20())
+    t0 = time.time()
+    done = _ttq([*TRAIN_ARGS, "--start-from", str(start), "--out", "reference"], root)
+    assert done.returncode == 0, done.stderr
+    return root, start, root / "reference", time.time() - t0
+
+
+@pytest.mark.parametrize("point", ["after-checkpoint:1", "after-history:2", "after-state:1", "after-state:3"])
+def test_killed_at_a_commit_point_resumes_exactly(workspace, point):
+    root, start, reference, _ = workspace
+    run = root / f"run-{point.replace(':', '-')}"
+    killed = _ttq([*TRAIN_ARGS, "--start-from", str(start), "--out", str(run)], root,
+                  env_extra={"TTQ_KILL_AT": point})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (run / "metrics.json").exists()  # a killed run never looks finished
+    resumed = _ttq(["--resume", str(run)], root / "elsewhere")
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_run(run, reference)
+
+
+def test_resume_needs_neither_the_start_file_nor_the_start_directory(workspace, tmp_path):
+    root, start, reference, _ = workspace
+    moved_start = tmp_path / "start.safetensors"
+    shutil.copy(start, moved_start)
+    (tmp_path / "first").mkdir()
+    killed = _ttq([*TRAIN_ARGS, "--start-from", "../start.safetensors", "--out", "../run"], tmp_path / "first",
+                  env_extra={"TTQ_KILL_AT": "after-state:1"})
+    assert killed.returncode == -signal.SIGKILL
+    moved_start.unlink()  # the run folder alone must be enough to continue
+    resumed = _ttq(["--resume", str(tmp_path / "run")], root / "elsewhere")
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_run(tmp_path / "run", reference, same_config=False)  # its start_from is another path
+
+
+def _kill_until_done(run: Path, start: Path, cwd: Path, moments: list[float]) -> int:
+    """Start or resume ``run``, SIGKILL it after each of ``moments`` seconds, then let it finish."""
+    kills = 0
+    for delay in moments:
+        args = ["--resume", str(run)] if (run / "config.json").exists() else \
+            [*TRAIN_ARGS, "--start-from", str(start), "--out", str(run)]
+        proc = _ttq(args, cwd, wait=False)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            continue
+        assert proc.returncode == 0, proc.stderr.read().decode()
+        if (run / "metrics.json").exists():
+            break
+    final = _continue(run, cwd, start)
+    assert final.returncode == 0, final.stderr
+    return kills
+
+
+def test_killed_at_random_moments_resumes_exactly(workspace):
+    root, start, reference, wall = workspace
+    rng = random.Random(SEED)
+    # Moments spread over most of a run's wall time, start-up (importing torch) included.
+    plans = [[rng.uniform(0.3, 0.7 * wall) for _ in range(ATTEMPTS)] for _ in range(RUNS)]
+    runs = [root / f"random-{i}" for i in range(RUNS)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        kills = list(pool.map(lambda a: _kill_until_done(a[0], start, root / "elsewhere", a[1]), zip(runs, plans)))
+    for run in runs:
+        _assert_same_run(run, reference)
+    # A run that finishes before its moment comes makes that kill moot; nearly all must land.
+    assert sum(kills) >= MIN_LANDED, f"only {sum(kills)} kills landed (seed {SEED}, wall {wall:.1f} s)"

@@ -1,0 +1,94 @@
+"""Provenance in a real temporary git repository: a dirty tree records which changes ran."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+
+import pytest
+
+from ttq_lib.training import provenance as prov
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+def _git(repo, *args) -> bytes:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args], cwd=repo,
+                          capture_output=True, check=True).stdout
+
+
+@pytest.fixture()
+def repo(tmp_path, monkeypatch):
+    """A git repository with two committed files (one binary), the current directory during the test."""
+    # The user's own git configuration (diff.noprefix, colours, ...) must not change what is hashed.
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.delenv("TTQ_GIT_COMMIT", raising=False)
+    monkeypatch.delenv("TTQ_GIT_DIFF_SHA256", raising=False)
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "train.py").write_text("lr = 0.1\n")
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)))
+    _git(tmp_path, "add", "train.py", "blob.bin")
+    _git(tmp_path, "commit", "-q", "-m", "start")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_clean_tree_records_only_the_commit(repo):
+    head = _git(repo, "rev-parse", "HEAD").decode().strip()
+    (repo / "untracked.txt").write_text("not part of the commit, not counted")
+    p = prov.provenance()
+    assert p["git_commit"] == head
+    assert "git_diff_sha256" not in p and "git_dirty_files" not in p
+
+
+def test_dirty_tree_records_the_diff_hash_and_files(repo):
+    head = _git(repo, "rev-parse", "HEAD").decode().strip()
+    (repo / "train.py").write_text("lr = 0.2\n")
+    p = prov.provenance()
+    assert p["git_commit"] == head + "+dirty"
+    assert p["git_dirty_files"] == ["train.py"]
+    diff = _git(repo, "diff", "HEAD", "--binary")
+    assert b"-lr = 0.1\n+lr = 0.2\n" in diff
+    assert p["git_diff_sha256"] == hashlib.sha256(diff).hexdigest()
+    # a different edit gives a different hash; staging it changes nothing (the diff is against HEAD)
+    (repo / "train.py").write_text("lr = 0.3\n")
+    third = prov.provenance()["git_diff_sha256"]
+    assert third != p["git_diff_sha256"]
+    _git(repo, "add", "train.py")
+    assert prov.provenance()["git_diff_sha256"] == third
+
+
+def test_binary_changes_hash_by_content(repo):
+    hashes = []
+    for fill in (1, 2):
+        (repo / "blob.bin").write_bytes(bytes([fill]) * 300)
+        p = prov.provenance()
+        assert p["git_dirty_files"] == ["blob.bin"]
+        assert p["git_diff_sha256"] == hashlib.sha256(_git(repo, "diff", "HEAD", "--binary")).hexdigest()
+        hashes.append(p["git_diff_sha256"])
+    # plain `git diff` prints the same "Binary files ... differ" line for both edits
+    assert hashes[0] != hashes[1]
+
+
+def test_deleted_and_nested_files_are_listed(repo):
+    (repo / "sub").mkdir()
+    (repo / "sub" / "m.py").write_text("x = 1\n")
+    _git(repo, "add", "sub/m.py")
+    _git(repo, "commit", "-q", "-m", "more")
+    (repo / "blob.bin").unlink()
+    (repo / "sub" / "m.py").write_text("x = 2\n")
+    assert prov.provenance()["git_dirty_files"] == ["blob.bin", "sub/m.py"]
+
+
+def test_copy_without_git_takes_the_hash_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no repository here
+    monkeypatch.setenv("TTQ_GIT_COMMIT", "abc123+dirty")
+    monkeypatch.delenv("TTQ_GIT_DIFF_SHA256", raising=False)
+    p = prov.provenance()
+    assert p["git_commit"] == "abc123+dirty" and "git_diff_sha256" not in p
+    monkeypatch.setenv("TTQ_GIT_DIFF_SHA256", "AB" * 32)
+    assert prov.provenance()["git_diff_sha256"] == "ab" * 32
+    monkeypatch.setenv("TTQ_GIT_DIFF_SHA256", "not-a-hash")
+    with pytest.raises(ValueError, match="TTQ_GIT_DIFF_SHA256='not-a-hash' is not a sha256 hex digest.*unset it"):
+        prov.provenance()
