@@ -1,6 +1,7 @@
 """The package's layers, checked by reading the imports of every module with ``ast``.
 
-Bottom to top: the core (the modules directly in ttq_lib/), models, formats, data, training, course, cli.
+Bottom to top: the core (the modules directly in ttq_lib/), models, formats, data, training, reproduction,
+course, cli.
 A module may import from its own layer and the layers below; course is imported by nothing outside it;
 the core imports torch and the standard library only; there is no import cycle; no module is long.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ttq_lib"
-LAYERS = ("core", "models", "formats", "data", "training", "course", "cli")
+LAYERS = ("core", "models", "formats", "data", "training", "reproduction", "course", "cli")
 MAX_LINES = 400
 
 

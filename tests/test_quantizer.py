@@ -194,3 +194,101 @@ def test_bad_delta_rejected(delta, match):
 def test_delta_of_wrong_type_rejected():
     with pytest.raises(TypeError, match="delta must be a Python number or a 0-dim tensor, got str"):
         ternarize(torch.randn(10), torch.tensor(1.0), torch.tensor(1.0), delta="0.1")
+
+
+# The ternary layers skip the per-call checks above in their forward pass (each one reads a value back: a
+# host-device sync on a GPU, a graph break under torch.compile) and check where weights and scales enter.
+
+@pytest.fixture()
+def checks_off():
+    from ttq_lib.quantizers import set_checks
+
+    previous = set_checks(False)
+    yield set_checks
+    set_checks(previous)
+
+
+@pytest.mark.parametrize("method,rule", [("ttq", {}), ("ttq", {"t": 0.2}), ("ttq", {"sparsity": 0.4}),
+                                         ("twn", {}), ("twn", {"sparsity": 0.3})])
+def test_layer_forward_is_the_checked_function_bit_for_bit(method, rule, checks_off):
+    from ttq_lib import TernaryConv2d, threshold, twn_ternarize
+
+    torch.manual_seed(0)
+    layer = TernaryConv2d(8, 16, 3, method=method, scale_init="mean", **rule)
+    w = layer.weight
+    if method == "ttq":
+        want = ternarize(w, layer.wp, layer.wn, layer.t, sparsity=layer.sparsity)
+    else:
+        want = twn_ternarize(w, threshold(w, None, rule["sparsity"]) if rule else None)
+    assert torch.equal(layer.quantized_weight(), want)
+
+
+def test_layer_checks_where_values_enter_not_in_every_forward(checks_off):
+    from ttq_lib import TernaryConv2d, clamp_scales_, ternarize_model
+    from ttq_lib.models import resnet20
+
+    layer = TernaryConv2d(2, 3, 3)
+    holder = torch.nn.ModuleDict({"conv": layer})
+    good = {k: v.clone() for k, v in holder.state_dict().items()}
+    # loading: a NaN latent weight or a scale <= 0 is refused, naming the tensor, and nothing is loaded
+    bad_weight = good["conv.weight"].clone()
+    bad_weight[1, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"conv\.weight holds 1 NaN or Inf"):
+        holder.load_state_dict({**good, "conv.weight": bad_weight})
+    with pytest.raises(ValueError, match=r"conv\.wn=-0\.5 is not positive"):
+        holder.load_state_dict({**good, "conv.wn": torch.tensor(-0.5)})
+    assert torch.equal(layer.weight, good["conv.weight"]) and layer.wn.item() == 1.0
+    # conversion: a model whose weights hold an Inf is refused when it is ternarized
+    model = resnet20()
+    with torch.no_grad():
+        model.layer1[0].conv1.weight[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        ternarize_model(model)
+    # the forward pass does not check (no sync): a NaN weight set by hand goes through as NaN ...
+    with torch.no_grad():
+        layer.weight[0, 0, 0, 0] = float("nan")
+    x = torch.randn(1, 2, 5, 5)
+    assert torch.isnan(layer(x)).any()
+    clamp_scales_(layer)  # ... and nor does the clamp, unless asked
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        clamp_scales_(layer, check=True)
+    # the debug switch brings the check back into every forward pass and every clamp
+    checks_off(True)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        layer(x)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        clamp_scales_(layer)
+
+
+def test_clamp_keeps_scales_positive_without_reading_them(checks_off):
+    from ttq_lib import TernaryLinear, clamp_scales_
+
+    layer = TernaryLinear(4, 3)
+    with torch.no_grad():
+        layer.wp.fill_(-2.0)
+        layer.wn.fill_(0.5)
+    clamp_scales_(layer, eps=1e-3)
+    assert (layer.wp.item(), layer.wn.item()) == (pytest.approx(1e-3), 0.5)
+
+
+@pytest.mark.parametrize("value,expected", [("1", True), ("true", True), ("0", False), ("", False)])
+def test_checks_switch_from_the_environment(value, expected):
+    import subprocess
+    import sys
+
+    code = "from ttq_lib.quantizers import checks_enabled; print(checks_enabled())"
+    out = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, "TTQ_CHECKS": value},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(expected)
+
+
+def test_unknown_checks_setting_is_a_clear_error():
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import ttq_lib.quantizers"], capture_output=True, text=True,
+                         env={**os.environ, "TTQ_CHECKS": "maybe"})
+    assert out.returncode != 0
+    assert "TTQ_CHECKS='maybe' is not understood: set TTQ_CHECKS=1" in out.stderr

@@ -1,5 +1,6 @@
 """Training: a real short run on shared images, exact resume, the schedule, and bad arguments."""
 import json
+import math
 
 import pytest
 import torch
@@ -173,3 +174,202 @@ def test_saved_config_renames_old_keys_and_rejects_unknown_ones():
     with pytest.raises(ValueError, match=r"run/config.json has unknown key\(s\) \['lr_typo'\]"):
         TrainConfig.from_dict({"lr_typo": 0.1}, where="run/config.json")
     assert TrainConfig.from_dict({"lr_typo": 0.1, "lr": 0.5}, strict=False).lr == 0.5
+
+
+# --- the step options (precision, compile, memory format, log interval), --scale-lr and --holdout ----------
+
+@pytest.mark.parametrize("args,message", [
+    (["--log-every", "0"], "--log-every 0 must be a whole number >= 1"),
+    (["--scale-lr", "-0.1"], "--scale-lr -0.1 must be a finite number >= 0"),
+    (["--scale-lr", "0.01", "--method", "twn"], "a twn model has none"),
+    (["--holdout", "0"], "--holdout 0 must be a whole number >= 1"),
+    (["--holdout", "64"], "--holdout 64 is out of range: the training split has 64 images"),
+    (["--holdout", "10", "--test-subset", "5"], "never evaluates on the test split: drop --test-subset"),
+])
+def test_bad_step_options_are_clear_errors(tmp_path, capsys, args, message):
+    out = tmp_path / "x"
+    rc = main(["train", "--data", "synthetic:64", "--epochs", "1", "--threads", "1", "--out", str(out)] + args)
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # refused before the folder was touched
+
+
+def test_precision_must_be_one_of_the_choices(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--data", "synthetic:64", "--precision", "fp16", "--out", str(tmp_path / "x")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.replace("'", "")  # argparse quotes the choices in some Python versions only
+    assert "argument --precision: invalid choice: fp16 (choose from fp32, bf16)" in err
+    with pytest.raises(ValueError, match="--precision fp16 is not one of fp32, bf16"):
+        TrainConfig(precision="fp16").validate()
+
+
+def test_old_config_json_loads_with_the_behaviour_of_its_version():
+    # config.json of a run started before these options: NCHW, fp32, eager, as that version trained
+    cfg = TrainConfig.from_dict({"model": "resnet20", "method": "ttq", "epochs": 3})
+    assert (cfg.channels_last, cfg.precision, cfg.compile, cfg.log_every) == (False, "fp32", False, 20)
+    assert (cfg.scale_lr, cfg.holdout) == (None, None)
+    # a new run leaves the layout to the device (None), recorded as such
+    assert TrainConfig().channels_last is None
+    assert TrainConfig.from_dict({"channels_last": None}).channels_last is None
+
+
+def test_options_reach_config_json_and_the_run(tmp_path):
+    out = tmp_path / "opts"
+    assert main(["train", "--data", "synthetic:64", "--epochs", "1", "--batch-size", "32", "--threads", "1",
+                 "--precision", "bf16", "--no-channels-last", "--log-every", "3", "--scale-lr", "0.02",
+                 "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert {k: config[k] for k in ("precision", "channels_last", "log_every", "scale_lr", "compile", "holdout")} == \
+        {"precision": "bf16", "channels_last": False, "log_every": 3, "scale_lr": 0.02, "compile": False,
+         "holdout": None}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["precision"], metrics["channels_last"], metrics["eval_split"]) == ("bf16", False, "test")
+    # the default layout on the CPU is channels_last; config.json keeps None (the device's choice)
+    assert main(["train", "--data", "synthetic:64", "--epochs", "1", "--batch-size", "32", "--threads", "1",
+                 "--out", str(tmp_path / "default")]) == 0
+    assert json.loads((tmp_path / "default" / "config.json").read_text())["channels_last"] is None
+    assert json.loads((tmp_path / "default" / "metrics.json").read_text())["channels_last"] is True
+
+
+def test_loss_is_read_back_every_log_every_steps_only(tmp_path, monkeypatch):
+    import ttq_lib.training.loop as tr
+
+    reads = []
+    real = tr._read_loss
+    monkeypatch.setattr(tr, "_read_loss", lambda s, seen, epoch, step: reads.append(step) or real(s, seen, epoch, step))
+    data = synthetic_cifar10(200, 32)  # 7 steps of 32 (the last one of 8 images)
+    train(small_cfg(tmp_path, "log3", epochs=1, train_subset=None, test_subset=None, log_every=3), progress=True,
+          data=data)
+    assert reads == [0, 3, 6, 6]  # steps 1, 4, 7 for the progress bar, then the epoch's mean
+    reads.clear()
+    train(small_cfg(tmp_path, "quiet", epochs=1, train_subset=None, test_subset=None), progress=False, data=data)
+    assert reads == [6]  # without a progress bar: once, at the end of the epoch
+
+
+def test_diverged_run_stops_with_a_clear_error_and_keeps_its_last_epoch(tmp_path):
+    cfg = small_cfg(tmp_path, "div", method="fp", epochs=2, lr=1e30, schedule="step")
+    with pytest.raises(ValueError, match=r"training diverged: the training loss is nan by step 3 of epoch 1, which "
+                                         r"is not saved \(the run folder keeps no epoch yet\); lower --lr"):
+        train(cfg, progress=False, data=synthetic_cifar10(200, 64))
+    assert (tmp_path / "div" / "history.jsonl").read_text() == ""
+    assert not (tmp_path / "div" / "last.safetensors").exists()
+
+
+def test_compile_option_trains_through_torch_compile(tmp_path, monkeypatch):
+    # The real Inductor compile is tests/test_compile.py; here the "eager" backend (dynamo's graph capture,
+    # then the captured ops as they are) shows that the run steps through the compiled module, and that it
+    # trains the very parameters the checkpoint saves: the weights equal those of the uncompiled run.
+    compiled = []
+    real_compile = torch.compile
+
+    def eager_compile(model, **kw):
+        compiled.append(model)
+        return real_compile(model, backend="eager", **kw)
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    data = synthetic_cifar10(96, 64)
+    train(small_cfg(tmp_path, "compiled", epochs=1, compile=True), progress=False, data=data)
+    train(small_cfg(tmp_path, "eager", epochs=1), progress=False, data=data)
+    assert len(compiled) == 1 and type(compiled[0]).__name__ == "CifarResNet"
+    a = load_file(str(tmp_path / "compiled" / "last.safetensors"))
+    b = load_file(str(tmp_path / "eager" / "last.safetensors"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _recorded_learning_rates(monkeypatch):
+    """[(epoch, step, {group name: lr})] at every optimizer step of the run that follows."""
+    import ttq_lib.training.loop as tr
+
+    seen, real = [], tr.set_learning_rates
+
+    def record(opt, cfg, epoch, step, steps):
+        lr = real(opt, cfg, epoch, step, steps)
+        seen.append((epoch, step, {g.get("name", f"group{i}"): g["lr"] for i, g in enumerate(opt.param_groups)}))
+        return lr
+
+    monkeypatch.setattr(tr, "set_learning_rates", record)
+    return seen
+
+
+def test_scale_lr_zero_freezes_wp_wn_while_the_weights_train(tmp_path, monkeypatch):
+    seen = _recorded_learning_rates(monkeypatch)
+    cfg = small_cfg(tmp_path, "frozen", epochs=2, scale_lr=0.0)
+    train(cfg, progress=False, data=synthetic_cifar10(96, 64))
+    assert all(lrs["scales"] == 0.0 and lrs["group0"] > 0 for _, _, lrs in seen)
+    start, _ = build(small_cfg(tmp_path, "unused"))
+    trained = load_file(str(tmp_path / "frozen" / "last.safetensors"))
+    scales = [k for k in trained if k.endswith((".wp", ".wn"))]
+    assert len(scales) == 36
+    assert all(trained[k].item() == 1.0 for k in scales)  # Wp = Wn = 1 at the start (scale_init "one")
+    assert not torch.equal(trained["layer1.0.conv1.weight"], start.state_dict()["layer1.0.conv1.weight"])
+
+
+def test_scale_lr_gives_the_scales_their_own_rate_on_the_same_schedule(tmp_path, monkeypatch):
+    seen = _recorded_learning_rates(monkeypatch)
+    cfg = small_cfg(tmp_path, "own", epochs=2, lr=0.05, scale_lr=0.004, schedule="cosine")
+    train(cfg, progress=False, data=synthetic_cifar10(96, 64))
+    steps = 3  # 96 images in batches of 32
+    assert [(e, s) for e, s, _ in seen] == [(e, s) for e in range(2) for s in range(steps)]
+    for epoch, step, lrs in seen:
+        # the cosine factor of this step times each group's base rate
+        factor = 0.5 * (1 + math.cos(math.pi * (epoch + step / steps) / 2))
+        assert lrs["group0"] == lrs["group1"] == pytest.approx(0.05 * factor)
+        assert lrs["scales"] == pytest.approx(0.004 * factor)
+    assert seen[0][2]["scales"] == 0.004 and seen[-1][2]["scales"] < 0.004 * 0.2
+    # the third group exists only with --scale-lr, so the state.pt of earlier runs still loads
+    model, _ = build(TrainConfig())
+    assert len(param_groups(model, TrainConfig())) == 2
+    groups = param_groups(model, TrainConfig(scale_lr=0.01))
+    assert [len(g["params"]) for g in groups][2] == 36 and groups[2]["name"] == "scales"
+
+
+def _indexed_data(n_train=200, n_test=40):
+    """Synthetic CIFAR whose every image carries its own index in pixel (0, 0, 0:2)."""
+    data = synthetic_cifar10(n_train, n_test)
+    for x in (data.train_x, data.test_x):
+        idx = torch.arange(len(x))
+        x[:, 0, 0, 0], x[:, 0, 0, 1] = (idx % 256).to(torch.uint8), (idx // 256).to(torch.uint8)
+    return data
+
+
+def _indices(x):
+    return set((x[:, 0, 0, 0].long() + 256 * x[:, 0, 0, 1].long()).tolist())
+
+
+def test_holdout_is_disjoint_from_training_stratified_and_the_same_for_every_seed():
+    data = _indexed_data(200)
+    split = data.holdout(40)
+    held, rest = _indices(split.test_x), _indices(split.train_x)
+    assert len(held) == 40 and len(rest) == 160
+    assert held.isdisjoint(rest) and held | rest == set(range(200))
+    assert torch.bincount(split.test_y, minlength=10).tolist() == [4] * 10  # stratified: 40 // 10 per class
+    for i, j in zip(sorted(held), split.test_y.tolist()):  # labels travel with their images
+        assert data.train_y[i].item() == j
+    assert _indices(data.holdout(40).test_x) == held  # the seed is fixed: no run seed is involved
+    assert _indices(data.holdout(40, seed=1).test_x) != held
+
+
+def test_holdout_run_evaluates_only_the_held_out_images(tmp_path, monkeypatch):
+    import ttq_lib.training.loop as tr
+
+    data = _indexed_data(200, 40)
+    evaluated, real_accuracy = [], tr.accuracy
+
+    def recording_accuracy(model, x, y, *args, **kw):
+        evaluated.append(_indices(x))
+        return real_accuracy(model, x, y, *args, **kw)
+
+    monkeypatch.setattr(tr, "accuracy", recording_accuracy)
+    held = _indices(data.holdout(30).test_x)
+    for seed in (0, 1):
+        cfg = small_cfg(tmp_path, f"seed{seed}", epochs=1, holdout=30, seed=seed, test_subset=None, train_subset=None)
+        metrics = train(cfg, progress=False, data=data)
+        assert evaluated[-1] == held  # the held-out training images, whatever the seed: never the test split
+        assert metrics["eval_split"] == "holdout" and metrics["test_accuracy"] is None
+        assert metrics["holdout_images"] == 30 and metrics["train_images"] == 170 and metrics["test_images"] == 0
+        row = json.loads((tmp_path / f"seed{seed}" / "history.jsonl").read_text().splitlines()[0])
+        assert row["eval_split"] == "holdout" and row["test_acc"] is None
+        assert row["holdout_acc"] == metrics["holdout_accuracy"] == metrics["best_holdout_accuracy"]
+        assert 0.0 <= row["holdout_acc"] <= 100.0

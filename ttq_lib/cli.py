@@ -37,7 +37,7 @@ class _DeprecatedInit(argparse.Action):
 def _add_train(sub) -> None:
     from .layers import SCALE_INITS
     from .models import DEPTHS
-    from .training.config import METHODS, SCHEDULES, TrainConfig
+    from .training.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train or fine-tune a FP / TWN / TTQ CIFAR ResNet",
@@ -79,6 +79,20 @@ def _add_train(sub) -> None:
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--train-subset", type=int, default=None, help="train on only this many images")
     p.add_argument("--test-subset", type=int, default=None, help="test on only this many images")
+    p.add_argument("--holdout", type=int, metavar="N", default=None,
+                   help="hold out N training images (a stratified pick, the same for every run and seed), train "
+                        "on the rest and evaluate on them, never on the test split: for choosing learning rates%(default).0s")
+    p.add_argument("--scale-lr", type=float, metavar="LR", default=None,
+                   help="learning rate of TTQ's Wp, Wn (their own optimizer group, on the same schedule); "
+                        "omitted, --lr; 0 freezes them%(default).0s")
+    p.add_argument("--precision", default=d.precision, choices=list(PRECISIONS),
+                   help="bf16: run the forward pass under bfloat16 autocast (weights and optimizer stay fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (the first steps compile)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last (NHWC) memory format; omitted, on for CPU (measured faster), off for "
+                        "CUDA%(default).0s")
+    p.add_argument("--log-every", type=int, metavar="N", default=d.log_every,
+                   help="read the loss back for the progress bar every N steps (each read waits for the device)")
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<method>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue a stopped run from its last committed epoch, from any directory (its other "
@@ -106,7 +120,9 @@ def cmd_train(args) -> int:
                           decay_scales=args.decay_scales, schedule=args.schedule,
                           milestones=[int(m) for m in args.milestones.split(",") if m.strip()],
                           seed=args.seed, threads=args.threads, device=args.device,
-                          train_subset=args.train_subset, test_subset=args.test_subset, out=out)
+                          train_subset=args.train_subset, test_subset=args.test_subset, holdout=args.holdout,
+                          scale_lr=args.scale_lr, precision=args.precision, compile=args.compile,
+                          channels_last=args.channels_last, log_every=args.log_every, out=out)
     metrics = train(cfg, resume=bool(args.resume), overwrite=args.overwrite)
     print(json.dumps(metrics, indent=2))
     return 0
@@ -224,11 +240,73 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _add_reproduce(sub) -> None:
+    p = sub.add_parser("reproduce", help="run a reproduction plan (depths x methods x seeds), resumably",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Run every unfinished run of a plan file (reproduce/cifar10.toml is the project's): "
+                                   "results/<plan>/<run>/ per run, N trainings at once, stopping by itself before "
+                                   "--budget-min ends with every run checkpointed. Call it again, on this or "
+                                   "another machine, to continue where it stopped. Ends with one line per run.")
+    p.add_argument("plan", help="the plan file (TOML): recipes, models, seeds")
+    p.add_argument("--jobs", type=int, default=1, help="trainings at once (CPU threads are split between them; "
+                                                       "on a GPU they share the card)")
+    p.add_argument("--budget-min", type=float, default=None,
+                   help="stop after this many minutes (less a safety margin), every run checkpointed")
+    p.add_argument("--only", nargs="+", metavar="PATTERN", default=None,
+                   help="only runs whose names match (e.g. 'resnet20-*'), plus the runs they start from")
+    p.add_argument("--results", default="results", help="where results/<plan>/ lives")
+    p.add_argument("--data", default=None, help="override the plan's data source (" + DATA_HELP + ")")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--status", action="store_true", help="print each run's state and stop")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def cmd_reproduce(args) -> int:
+    from .reproduction.plan import load_plan
+    from .reproduction.runner import Runner
+
+    plan = load_plan(args.plan, data=args.data)
+    runner = Runner(plan, args.results, jobs=args.jobs, only=args.only, device=args.device,
+                    budget_s=None if args.budget_min is None else 60 * args.budget_min)
+    if args.status:
+        print("\n".join(runner.report()))
+        return 0
+    try:
+        failed = runner.run()
+    except KeyboardInterrupt:
+        print("ttq reproduce: interrupted; the runs were stopped at their last committed epoch", file=sys.stderr)
+        return 130
+    return 1 if failed else 0
+
+
+def _add_table(sub) -> None:
+    p = sub.add_parser("table", help="our CIFAR-10 test errors beside the paper's, over seeds, with intervals",
+                       description="Read a plan's results folder (results/<plan>/: one folder per run, finished "
+                                   "when it holds metrics.json) and print, per depth, the paper's CIFAR-10 test "
+                                   "errors (%) beside ours for FP, TTQ and TWN. Each of our cells is mean +- "
+                                   "sample std of the test error over seeds, with n = finished runs; unfinished "
+                                   "runs are counted, never averaged. 'TTQ - FP' is TTQ's mean error minus FP's "
+                                   "in percentage points (negative = TTQ better) with a 95% Welch t interval; "
+                                   "n/a (n=1) means one run on a side, so no interval. The verdict under each "
+                                   "depth says whether the interval excludes 0. Runs of different recipes are "
+                                   "never averaged together: a depth gets one row per combination of recipes.")
+    p.add_argument("results_dir", metavar="RESULTS_DIR", help="a plan's results folder, e.g. results/cifar10")
+    p.add_argument("--markdown", action="store_true", help="print a markdown table (for README and notebooks)")
+    p.set_defaults(func=cmd_table)
+
+
+def cmd_table(args) -> int:
+    from .reproduction.table import render_table
+
+    print(render_table(args.results_dir, markdown=args.markdown), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttq", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_eval, _add_pack, _add_size, _add_demo):
+    for add in (_add_train, _add_eval, _add_pack, _add_size, _add_demo, _add_reproduce, _add_table):
         add(sub)
     return parser
 

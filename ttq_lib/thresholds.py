@@ -6,6 +6,11 @@ for every layer (t = 0.05 on CIFAR-10 and ImageNet).  The paper also tries a fix
 
 Every rule returns a 0-dim tensor and is computed without gradient: the paper treats the max (and the
 quantile) as a constant when differentiating.
+
+The public rules check their input (``check_weight``: a NaN or Inf weight is a clear ValueError).  That check
+reads a value back from the tensor, a host-device synchronisation on a GPU and a graph break for
+``torch.compile``, so the ternary layers call the unchecked ``*_unchecked`` variants in their forward pass
+and check their weights where they are created, loaded and stepped instead (see :mod:`ttq_lib.layers`).
 """
 from __future__ import annotations
 
@@ -18,19 +23,27 @@ TWN_FACTOR = 0.7
 
 
 def check_weight(w: torch.Tensor, name: str = "weight") -> None:
-    """Reject tensors no threshold rule can work on: empty, or holding NaN / Inf."""
-    if not isinstance(w, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(w).__name__}")
-    if w.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(w.shape)}): there is nothing to ternarize")
-    if not w.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got dtype {w.dtype}")
+    """Reject tensors no threshold rule can work on: empty, or holding NaN / Inf.
+
+    The NaN / Inf test reads a value from the tensor (a host-device sync); :func:`check_weight_meta` is the
+    part that looks only at shape and dtype."""
+    check_weight_meta(w, name)
     if not bool(torch.isfinite(w).all()):
         bad = int((~torch.isfinite(w)).sum())
         raise ValueError(
             f"{name} holds {bad} NaN or Inf value(s): training has diverged or the checkpoint is corrupt; "
             "lower the learning rate or reload a good checkpoint"
         )
+
+
+def check_weight_meta(w: torch.Tensor, name: str = "weight") -> None:
+    """The checks of :func:`check_weight` that need no value of ``w``: a non-empty floating-point tensor."""
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(w).__name__}")
+    if w.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(w.shape)}): there is nothing to ternarize")
+    if not w.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {w.dtype}")
 
 
 def check_t(t: float) -> float:
@@ -53,7 +66,13 @@ def check_sparsity(r: float) -> float:
 def threshold_max(w: torch.Tensor, t: float = DEFAULT_T) -> torch.Tensor:
     """Paper Sec. 3: ``delta_l = t * max(|w_l|)``, the same t for every layer."""
     check_weight(w)
-    return check_t(t) * w.detach().abs().max()
+    return threshold_max_unchecked(w, check_t(t))
+
+
+@torch.no_grad()
+def threshold_max_unchecked(w: torch.Tensor, t: float) -> torch.Tensor:
+    """:func:`threshold_max` without the checks (no host sync): ``t`` already checked, ``w`` finite."""
+    return t * w.detach().abs().max()
 
 
 @torch.no_grad()
@@ -65,7 +84,12 @@ def threshold_sparsity(w: torch.Tensor, r: float) -> torch.Tensor:
     so ``r = 0`` gives ``delta = 0`` (a binary layer).
     """
     check_weight(w)
-    r = check_sparsity(r)
+    return threshold_sparsity_unchecked(w, check_sparsity(r))
+
+
+@torch.no_grad()
+def threshold_sparsity_unchecked(w: torch.Tensor, r: float) -> torch.Tensor:
+    """:func:`threshold_sparsity` without the checks; ``k`` depends only on the shape, so no host sync."""
     a = w.detach().abs().flatten()
     k = int(round(r * a.numel()))
     if k == 0:
@@ -77,6 +101,12 @@ def threshold_sparsity(w: torch.Tensor, r: float) -> torch.Tensor:
 def threshold_twn(w: torch.Tensor) -> torch.Tensor:
     """TWN (Li & Liu 2016, Eq. 5 approximation): ``delta = 0.7 * mean(|w|)``."""
     check_weight(w)
+    return threshold_twn_unchecked(w)
+
+
+@torch.no_grad()
+def threshold_twn_unchecked(w: torch.Tensor) -> torch.Tensor:
+    """:func:`threshold_twn` without the check (no host sync)."""
     return TWN_FACTOR * w.detach().abs().mean()
 
 
@@ -87,3 +117,10 @@ def threshold(w: torch.Tensor, t: float | None = DEFAULT_T, sparsity: float | No
     if t is None:
         raise ValueError("give either t (the paper's rule, e.g. t=0.05) or sparsity (e.g. sparsity=0.4)")
     return threshold_max(w, t)
+
+
+def threshold_unchecked(w: torch.Tensor, t: float | None, sparsity: float | None) -> torch.Tensor:
+    """:func:`threshold` for a layer whose rule was checked when it was built: no check reads ``w``."""
+    if sparsity is not None:
+        return threshold_sparsity_unchecked(w, sparsity)
+    return threshold_max_unchecked(w, t)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..convert import layer_stats
+from ..reproduction.paper import PAPER_CIFAR10_ERROR  # defined there once; kept in __all__ for notebook 03
 from ..training.config import TrainConfig, build
 from ..training.history import read_history, weight_histograms
 from .workbook import find_repo_root, resolve_start_checkpoint
@@ -21,13 +22,6 @@ __all__ = ["RUN_CANDIDATES", "PAPER_CIFAR10_ERROR", "OFFICIAL_LOG_SCALES", "defa
 
 #: Runs tried, in order, by :func:`default_run_dir`: the CPU reproduction once it is complete, else the GPU run.
 RUN_CANDIDATES = ("results/cpu-resnet20/ttq", "results/gpu-resnet20/ttq-from-pretrained-10ep")
-#: CIFAR-10 test error (%) reported by the authors (README of the official code and the abstract).
-PAPER_CIFAR10_ERROR = {
-    "resnet20": {"fp": 8.23, "ttq": 8.87},
-    "resnet32": {"fp": 7.67, "ttq": 7.63},
-    "resnet44": {"fp": 7.18, "ttq": 7.02},
-    "resnet56": {"fp": 6.80, "ttq": 6.44},
-}
 #: (Wp, Wn) per layer role at the last epoch (400) of the authors' released ResNet-20 training log of the official
 #: TensorFlow code: github.com/czhu95/ternarynet, examples/Ternary-Net/train_log/cifar10-resnet-20-finetune.log
 #: (layers res1.0/conv1, res3.2/conv2 and linear; e.g. res1.0/conv1/Wp:0: 0.6424, Wn:0: 0.72847), rounded.

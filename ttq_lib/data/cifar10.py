@@ -15,6 +15,9 @@ CLASSES = (
     "dog", "frog", "horse", "ship", "truck",
 )
 SPLITS = ("train", "test")
+#: The seed of :meth:`CifarTensors.holdout`: fixed, and independent of any run's seed, so that every run of a
+#: learning-rate search holds out (and is evaluated on) the same training images.
+HOLDOUT_SEED = 2017
 
 
 @dataclass
@@ -62,6 +65,28 @@ class CifarTensors:
             self.train_x[train].clone(), self.train_y[train].clone(),
             self.test_x[test].clone(), self.test_y[test].clone(),
             source=f"{self.source} (subset {len(train)}/{len(test)}, seed {seed})",
+            cache_path=self.cache_path,
+        )
+
+    def holdout(self, n: int, seed: int = HOLDOUT_SEED) -> "CifarTensors":
+        """Hold out ``n`` training images: a copy whose training split is the rest and whose "test" split is
+        the ``n`` held-out images; the real test split is dropped, so nothing evaluated on the copy sees it.
+
+        The pick is stratified as in :meth:`subset` and depends only on the labels, ``n`` and ``seed`` (by
+        default :data:`HOLDOUT_SEED`, not a run's seed), so runs that differ only in their seed or learning
+        rate are all evaluated on the same images.  Both parts keep their original order.
+        """
+        total = len(self.train_y)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n < total:
+            raise ValueError(f"--holdout {n} is out of range: the training split has {total} images; hold out "
+                             f"between 1 and {total - 1} of them (e.g. {max(1, total // 10)}) and train on the rest")
+        held = _stratified_indices(self.train_y, n, seed, "holdout")
+        rest = torch.ones(total, dtype=torch.bool)
+        rest[held] = False
+        return CifarTensors(
+            self.train_x[rest].clone(), self.train_y[rest].clone(),
+            self.train_x[held].clone(), self.train_y[held].clone(),
+            source=f"{self.source} (holdout {n} of {total} training images, seed {seed}; test split unused)",
             cache_path=self.cache_path,
         )
 

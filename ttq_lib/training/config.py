@@ -2,6 +2,10 @@
 
 The defaults are the official CIFAR-10 recipe of the TTQ code: SGD with momentum 0.9, learning rate 0.1
 divided by 10 at epochs 82, 123 and 150, batch 128, weight decay 2e-4, threshold factor t = 0.05.
+
+How a step runs (``precision``, ``compile``, ``channels_last``, ``log_every``) does not change the recipe; a
+config.json written before these options existed loads with the values those versions used (fp32, eager,
+NCHW), so such a run resumes bit-identically.
 """
 from __future__ import annotations
 
@@ -23,6 +27,12 @@ from ..thresholds import DEFAULT_T, check_sparsity, check_t
 #: What a run can train: full precision, or one of the ternary quantizers.
 METHODS = ("fp", *TERNARY_METHODS)
 SCHEDULES = ("step", "cosine")
+#: fp32, or bf16 autocast of the forward pass (weights, gradients and optimizer state stay fp32).  No fp16:
+#: its narrow range would need a gradient scaler, while bf16 has fp32's exponent range.
+PRECISIONS = ("fp32", "bf16")
+#: What a config.json written before a field existed meant by its absence: the behaviour of those versions.
+#: (channels_last's default for new runs depends on the device; old runs always trained NCHW.)
+OLD_DEFAULTS = {"channels_last": False}
 #: Keys of config.json written before a rename, and their names now.
 RENAMED_KEYS = {"init": "start_from"}
 #: Fields that may hold a file path: config.json stores them relative to the run folder.
@@ -55,6 +65,13 @@ class TrainConfig:
     device: str = "auto"
     train_subset: int | None = None  # use only this many training images (tests, quick looks)
     test_subset: int | None = None
+    holdout: int | None = None       # evaluate on this many held-out training images, never the test split
+    scale_lr: float | None = None    # learning rate of Wp, Wn (their own group); None: the same as lr
+    precision: str = "fp32"          # "bf16": autocast the forward pass to bfloat16
+    compile: bool = False            # torch.compile the model for the training steps
+    channels_last: bool | None = None  # None: the device's default (default_channels_last) at each start
+    log_every: int = 20              # read the loss back for the progress bar every this many steps
+    recipe: str | None = None        # the plan's name for these settings (ttq reproduce); kept in metrics.json
     out: str = "runs/run"
 
     @classmethod
@@ -71,6 +88,8 @@ class TrainConfig:
         elif unknown:
             raise ValueError(f"{where} has unknown key(s) {unknown}: it was written by another version of "
                              f"ttq-workbook or edited by hand; the known keys are {sorted(known)}")
+        for key, old in OLD_DEFAULTS.items():
+            values.setdefault(key, old)
         return cls(**values)
 
     def validate(self) -> None:
@@ -95,14 +114,62 @@ class TrainConfig:
             raise ValueError(f"--lr {self.lr} must be positive")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"--schedule {self.schedule} is not one of {', '.join(SCHEDULES)}")
+        self._validate_step_options()
+
+    def _validate_step_options(self) -> None:
+        """The options added for speed and for learning-rate searches (see ``ttq train --help``)."""
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision {self.precision} is not one of {', '.join(PRECISIONS)} (fp16 would need "
+                             "a gradient scaler; bf16 keeps fp32's range)")
+        for name in ("compile", "channels_last"):
+            value = getattr(self, name)
+            if not (isinstance(value, bool) or (name == "channels_last" and value is None)):
+                raise ValueError(f"{name}={value!r} must be true or false")
+        if not _is_int(self.log_every) or self.log_every < 1:
+            raise ValueError(f"--log-every {self.log_every} must be a whole number >= 1: the progress bar reads the "
+                             "loss back every that many steps (20 is a good value)")
+        if self.scale_lr is not None:
+            if self.method != "ttq":
+                raise ValueError(f"--scale-lr sets the learning rate of TTQ's scales Wp, Wn; a {self.method} model "
+                                 "has none: drop --scale-lr or use --method ttq")
+            if not (isinstance(self.scale_lr, (int, float)) and math.isfinite(self.scale_lr) and self.scale_lr >= 0):
+                raise ValueError(f"--scale-lr {self.scale_lr} must be a finite number >= 0 (0 freezes Wp, Wn; "
+                                 "omit it to use --lr)")
+        if self.holdout is not None:
+            if not _is_int(self.holdout) or self.holdout < 1:
+                raise ValueError(f"--holdout {self.holdout} must be a whole number >= 1 of training images to hold "
+                                 "out (e.g. 5000), or omitted to evaluate on the test split")
+            if self.test_subset is not None:
+                raise ValueError(f"--test-subset picks test images, but --holdout {self.holdout} never evaluates "
+                                 "on the test split: drop --test-subset (--holdout sets how many images are "
+                                 "evaluated)")
 
 
-def learning_rate(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
-    """The learning rate at (epoch, step): a pure function, so a resumed run follows the same curve."""
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def default_channels_last(device_type: str) -> bool:
+    """Whether a new run on this kind of device trains in channels_last (NHWC) memory format.
+
+    CPU: yes.  oneDNN's convolutions are NHWC-native, and NCHW pays for reorders around every convolution:
+    measured here (2 cores, ResNet-20, batch 128) a training step went from 289 to 212 ms (full precision) and
+    285 to 214 ms (TTQ).  Other devices (CUDA): no, today's path, until measured -- cuDNN gains from NHWC mostly
+    with tensor-core math on wide layers, and ResNet-20's 16-64 channels are narrow; run
+    ``benchmarks/train_throughput.py`` on the GPU and pass ``--channels-last`` if it is faster there.
+    """
+    return device_type == "cpu"
+
+
+def learning_rate(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int, base: float | None = None) -> float:
+    """The learning rate at (epoch, step): a pure function, so a resumed run follows the same curve.
+
+    The schedule multiplies a base rate: ``cfg.lr``, or ``base`` (``cfg.scale_lr`` for the group of Wp, Wn)."""
+    base = cfg.lr if base is None else base
     if cfg.schedule == "cosine":
         progress = (epoch + step / steps_per_epoch) / cfg.epochs
-        return 0.5 * cfg.lr * (1 + math.cos(math.pi * progress))
-    return cfg.lr * 0.1 ** sum(epoch >= m for m in cfg.milestones)
+        return 0.5 * base * (1 + math.cos(math.pi * progress))
+    return base * 0.1 ** sum(epoch >= m for m in cfg.milestones)
 
 
 def save_config(cfg: TrainConfig, run_dir: str | os.PathLike) -> None:

@@ -14,17 +14,21 @@ from ..data import normalize
 @torch.no_grad()
 def accuracy(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, mean, std,
              batch_size: int = 500, device: str | torch.device | None = None, progress: bool = False) -> float:
-    """Top-1 accuracy in percent; images are normalised with the checkpoint's own mean and std."""
+    """Top-1 accuracy in percent; images are normalised with the checkpoint's own mean and std.
+
+    The count of correct answers stays on the device and is read back once, at the end: a read per batch
+    would make the host wait for the GPU after every batch."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    correct = 0
+    y = y.to(device, non_blocking=True)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     starts = range(0, len(x_uint8), batch_size)
     for i in tqdm(starts, desc="eval", leave=False, disable=not progress):
-        xb = normalize(x_uint8[i:i + batch_size].to(device), mean, std)
-        correct += int((model(xb).argmax(1).cpu() == y[i:i + batch_size]).sum())
+        xb = normalize(x_uint8[i:i + batch_size].to(device, non_blocking=True), mean, std)
+        correct += (model(xb).argmax(1) == y[i:i + batch_size]).sum()
     model.train(was_training)
-    return 100.0 * correct / len(x_uint8)
+    return 100.0 * int(correct) / len(x_uint8)
 
 
 @torch.no_grad()

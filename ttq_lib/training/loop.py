@@ -9,10 +9,15 @@ What a run folder holds, in the order an epoch writes it: ``last.safetensors`` (
 ``state.pt`` is written redoes that epoch on ``--resume``; ``metrics.json`` appears only when the last epoch is
 committed, so a folder without it is never taken for a finished run.  A folder that holds a run is never
 trained into again unless the caller says ``resume`` or ``overwrite``.
+
+A training step reads nothing back from the device: the loss and the count of correct answers are summed
+there and read every ``log_every`` steps (for the progress bar, and to stop a diverged run) and at the end of
+the epoch, so on a GPU the host queues steps ahead instead of waiting for each one.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -26,25 +31,60 @@ from tqdm.auto import tqdm
 
 from ..convert import layer_stats
 from ..data import Batches, load_cifar10
+from ..data.cifar10 import HOLDOUT_SEED
 from ..formats import (load_model, load_training_state, save_checkpoint, save_training_state, write_json_atomic,
                        write_text_atomic)
 from ..layers import clamp_scales_
-from .config import CONFIG_FILE, TrainConfig, build, learning_rate, save_config
+from .config import CONFIG_FILE, TrainConfig, build, default_channels_last, learning_rate, save_config
 from .evaluate import accuracy
 from .history import read_history, weight_histograms
 from .provenance import command_line, provenance, repo_root
 
 
+#: The name of the optimizer group of Wp, Wn, which exists when ``scale_lr`` gives them their own learning rate.
+SCALE_GROUP = "scales"
+
+
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """Weight decay on conv / linear weights (latent ones included), not on batch norm or biases;
-    on Wp, Wn only with ``decay_scales``."""
-    decay, no_decay = [], []
+    on Wp, Wn only with ``decay_scales``.  With ``scale_lr`` Wp, Wn form a third group of their own
+    (named :data:`SCALE_GROUP`), so that :func:`set_learning_rates` can give them their own rate."""
+    decay, no_decay, scales = [], [], []
     for name, p in model.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
         is_scale = leaf in ("wp", "wn")
         is_weight = leaf == "weight" and p.dim() > 1
-        (decay if is_weight or (is_scale and cfg.decay_scales) else no_decay).append(p)
-    return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if is_scale and cfg.scale_lr is not None:
+            scales.append(p)
+        else:
+            (decay if is_weight or (is_scale and cfg.decay_scales) else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if scales:  # only then: the two groups above are what state.pt of earlier runs holds
+        groups.append({"params": scales, "weight_decay": cfg.weight_decay if cfg.decay_scales else 0.0,
+                       "lr": cfg.scale_lr, "name": SCALE_GROUP})
+    return groups
+
+
+def set_learning_rates(opt: torch.optim.Optimizer, cfg: TrainConfig, epoch: int, step: int, steps: int) -> float:
+    """Set every group's learning rate for (epoch, step): the schedule times the group's base rate (``cfg.lr``,
+    or ``cfg.scale_lr`` for the group of Wp, Wn); returns the rate of the weights."""
+    lr = learning_rate(cfg, epoch, step, steps)
+    for g in opt.param_groups:
+        g["lr"] = learning_rate(cfg, epoch, step, steps, base=cfg.scale_lr) if g.get("name") == SCALE_GROUP else lr
+    return lr
+
+
+def _read_loss(loss_sum: torch.Tensor, seen: int, epoch: int, step: int) -> float:
+    """The mean training loss so far, read back from the device (a sync); a diverged run stops here.
+
+    The weights of the epoch's steps so far are not saved: the run folder keeps the last committed epoch."""
+    mean = float(loss_sum) / seen
+    if not math.isfinite(mean):
+        kept = f"its epochs 1-{epoch}" if epoch else "no epoch yet"
+        raise ValueError(f"training diverged: the training loss is {mean} by step {step + 1} of epoch {epoch + 1}, "
+                         f"which is not saved (the run folder keeps {kept}); lower --lr (or --scale-lr) and "
+                         "start again, or set TTQ_CHECKS=1 to stop at the first layer whose weights or scales go bad")
+    return mean
 
 
 def resolve_device(name: str) -> torch.device:
@@ -115,8 +155,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
     history_path, metrics_path = out / "history.jsonl", out / "metrics.json"
     if resume and metrics_path.exists() and len(read_history(out)) >= cfg.epochs:
         metrics = json.loads(metrics_path.read_text())
-        print(f"{out}: this run is already finished ({cfg.epochs} of {cfg.epochs} epochs, test accuracy "
-              f"{metrics.get('test_accuracy')} %); nothing to do", file=sys.stderr)
+        split = metrics.get("eval_split", "test")
+        print(f"{out}: this run is already finished ({cfg.epochs} of {cfg.epochs} epochs, {split} accuracy "
+              f"{metrics.get(f'{split}_accuracy')} %); nothing to do", file=sys.stderr)
         return metrics
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -125,6 +166,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     torch.manual_seed(cfg.seed)
+    # None (the default) stays None in config.json: the layout is the device's, so a plan started on one
+    # machine can be continued on another; a resume on the same kind of device picks the same layout.
+    channels_last = default_channels_last(device.type) if cfg.channels_last is None else cfg.channels_last
 
     committed = resume and state_path.exists() and last_path.exists()
     if committed:
@@ -134,11 +178,19 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
     else:
         model, norm = build(cfg)
     model.to(device)
+    if channels_last:  # before the optimizer exists, so its momentum buffers take the same layout
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum)
     if data is None:
         data = load_cifar10(cfg.data)
+    split = "holdout" if cfg.holdout else "test"
+    if cfg.holdout:  # from here on, data.test_* are the held-out training images; the test split is dropped
+        data = data.holdout(cfg.holdout, seed=HOLDOUT_SEED)
+    if cfg.train_subset or cfg.test_subset:
+        data = data.subset(cfg.train_subset or len(data.train_y), cfg.test_subset or len(data.test_y),
+                           seed=cfg.seed)
 
-    # Everything has loaded: only now is the folder touched.
+    # Everything has loaded (and a bad --holdout or subset size has been refused): only now is the folder touched.
     start_epoch, wall_before = 0, 0.0
     out.mkdir(parents=True, exist_ok=True)
     if metrics_path.exists():  # stale (or --overwrite): a run that goes on is not finished
@@ -157,40 +209,48 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
         save_config(cfg, out)
         write_text_atomic(history_path, "")
 
-    if cfg.train_subset or cfg.test_subset:
-        data = data.subset(cfg.train_subset or len(data.train_y), cfg.test_subset or len(data.test_y),
-                           seed=cfg.seed)
     train_batches = Batches(data.train_x, data.train_y, batch_size=cfg.batch_size, shuffle=True,
                             augment=True, mean=norm["mean"], std=norm["std"], seed=cfg.seed, device=device)
     steps = len(train_batches)
     history = read_history(out)[:start_epoch]
     meta = {**norm, "data": str(data.source)}
 
+    net = torch.compile(model) if cfg.compile else model  # shares model's parameters; model is what is saved
+    bf16 = cfg.precision == "bf16"
+    # float64 sums of per-batch float32 losses: the same numbers the earlier per-step loss.item() summed
+    sum_dtype = torch.float32 if device.type == "mps" else torch.float64
+
     t0 = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         train_batches.set_epoch(epoch)
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum = torch.zeros((), dtype=sum_dtype, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
         bar = tqdm(train_batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
                    leave=False)
         for step, (x, y) in enumerate(bar):
-            lr = learning_rate(cfg, epoch, step, steps)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            lr = set_learning_rates(opt, cfg, epoch, step, steps)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = net(x)
+                loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             clamp_scales_(model)
-            loss_sum += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            loss_sum += loss.detach().to(sum_dtype) * len(y)
+            correct += (logits.argmax(1) == y).sum()
             seen += len(y)
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", lr=f"{lr:.4g}")
-        test_acc = accuracy(model, data.test_x, data.test_y, norm["mean"], norm["std"], device=device)
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_acc": 100 * correct / seen,
-               "test_acc": test_acc, "wall_time_s": wall_before + time.time() - t0,
+            if progress and step % cfg.log_every == 0:
+                mean_loss = _read_loss(loss_sum, seen, epoch, step)
+                bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{100 * int(correct) / seen:.1f}", lr=f"{lr:.4g}")
+        train_loss = _read_loss(loss_sum, seen, epoch, steps - 1)
+        eval_acc = accuracy(model, data.test_x, data.test_y, norm["mean"], norm["std"], device=device)
+        accs = {"test_acc": None, "holdout_acc": eval_acc} if cfg.holdout else {"test_acc": eval_acc}
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": 100 * int(correct) / seen,
+               **accs, "eval_split": split, "wall_time_s": wall_before + time.time() - t0,
                "layers": layer_stats(model), "hist": weight_histograms(model)}
         history.append(row)
         # state.pt is the commit point of an epoch: a run killed before it is written redoes the epoch
@@ -202,7 +262,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
         _fault_point("after-state")
         if progress:
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
-                       f"train {row['train_acc']:.2f}%  test {test_acc:.2f}%  lr {lr:.4g}")
+                       f"train {row['train_acc']:.2f}%  {split} {eval_acc:.2f}%  lr {lr:.4g}")
 
     final = history[-1] if history else {}
     root = repo_root()
@@ -210,13 +270,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
         ckpt = str(last_path.resolve().relative_to(root))
     except ValueError:
         ckpt = str(last_path.resolve())
+    best = lambda key: max((r[key] for r in history if r.get(key) is not None), default=None)  # noqa: E731
+    evaluated = {"holdout_accuracy": final.get("holdout_acc"), "best_holdout_accuracy": best("holdout_acc"),
+                 "holdout_images": len(data.test_y), "holdout_seed": HOLDOUT_SEED} if cfg.holdout else {}
     metrics = {
-        "model": cfg.model, "method": cfg.method, "epochs": cfg.epochs,
-        "test_accuracy": final.get("test_acc"), "best_test_accuracy": max((r["test_acc"] for r in history),
-                                                                        default=None),
+        "model": cfg.model, "method": cfg.method, "recipe": cfg.recipe or cfg.method, "seed": cfg.seed,
+        "epochs": cfg.epochs, "eval_split": split,
+        "test_accuracy": final.get("test_acc"), "best_test_accuracy": best("test_acc"), **evaluated,
         "checkpoint": ckpt, "command": command_line(), "start_from": cfg.start_from, "data": str(data.source),
-        "train_images": len(data.train_y), "test_images": len(data.test_y),
-        "wall_time_s": final.get("wall_time_s"), "device": str(device), **origin,
+        "train_images": len(data.train_y), "test_images": 0 if cfg.holdout else len(data.test_y),
+        "wall_time_s": final.get("wall_time_s"), "device": str(device), "channels_last": channels_last,
+        "precision": cfg.precision, **origin,
     }
     write_json_atomic(metrics_path, metrics)
     return metrics

@@ -1,0 +1,145 @@
+"""Training throughput (images/s) of CIFAR ResNets, FP and TTQ, for each way `ttq train` can run a step.
+
+Variants, each against today's path measured side by side in the same process:
+
+    eager       fp32, NCHW, no compile: the path `ttq train` took before --channels-last/--precision/--compile
+    cl          channels_last memory format (--channels-last)
+    bf16        bfloat16 autocast of the forward pass (--precision bf16)
+    compile     torch.compile of the model (--compile)
+    cl+compile  channels_last and compile
+    all         channels_last, bf16 and compile together
+
+bf16 pays off only where the hardware computes in it (CUDA tensor cores; CPUs with AVX512-BF16 or AMX): on a
+CPU without, PyTorch emulates it and a step is many times slower.
+
+A step is what ttq_lib.training.loop does per batch: (channels_last copy of the batch,) forward and
+cross-entropy under autocast, backward, SGD with momentum and the training's parameter groups, the Wp/Wn
+clamp, and the on-device sums of loss and correct answers; on a fixed random batch (the data pipeline is left
+out, see benchmarks/data_pipeline.py).  Variants are timed in interleaved rounds, so load from other processes
+hits all of them alike; the median over rounds is reported, as images/s and as a ratio to `eager` of the same
+model, method and device.  Compile time (the first steps of a compiled variant) is reported apart.
+
+    python benchmarks/train_throughput.py                     # CPU (and CUDA when present), all variants
+    python benchmarks/train_throughput.py --quick             # TTQ ResNet-20 on CPU, ~2 minutes on 2 cores
+    python benchmarks/train_throughput.py --models resnet20 --methods ttq --variants eager,cl --rounds 7
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ttq_lib import build_model, clamp_scales_, ternarize_model
+from ttq_lib.training import TrainConfig, param_groups
+from ttq_lib.training.provenance import machine
+
+VARIANTS = {  # name: (channels_last, bf16, compile)
+    "eager": (False, False, False),
+    "cl": (True, False, False),
+    "bf16": (False, True, False),
+    "compile": (False, False, True),
+    "cl+compile": (True, False, True),
+    "all": (True, True, True),
+}
+
+
+def make_step(arch: str, method: str, variant: str, device: torch.device, batch: int):
+    """A function that runs one training step, and the seconds its first two calls took (compilation)."""
+    channels_last, bf16, compiled = VARIANTS[variant]
+    torch.manual_seed(0)
+    model = build_model(arch)
+    if method != "fp":
+        ternarize_model(model, method=method)
+    model.to(device).train()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(param_groups(model, TrainConfig(method=method)), lr=0.01, momentum=0.9)
+    net = torch.compile(model) if compiled else model
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, 3, 32, 32, generator=g).to(device)
+    y = torch.randint(0, 10, (batch,), generator=g).to(device)
+    sums = torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), dtype=torch.int64, device=device)
+
+    def step():
+        xb = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = net(xb)
+            loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        clamp_scales_(model)
+        sums[0].add_(loss.detach().double() * batch)
+        sums[1].add_((logits.argmax(1) == y).sum())
+
+    t0 = time.perf_counter()
+    step(), step()  # warm-up: compilation, allocator, cuDNN / oneDNN kernel choice, thread pools
+    sync(device)
+    return step, time.perf_counter() - t0
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="resnet20,resnet56", help="comma-separated CIFAR ResNets")
+    p.add_argument("--methods", default="fp,ttq", help="comma-separated: fp, ttq, twn")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)} "
+                                                                   "(eager, the baseline, is always added)")
+    p.add_argument("--devices", default=None, help="comma-separated (default: cpu, and cuda when present)")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (the median is reported)")
+    p.add_argument("--steps", type=int, default=3, help="training steps per variant and round")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--quick", action="store_true",
+                   help="TTQ ResNet-20 on the CPU, variants eager, cl, cl+compile, 3 rounds of 2 steps: about 2 "
+                        "minutes on 2 cores, most of it compiling (less once Inductor's cache holds the kernels)")
+    args = p.parse_args()
+    if args.quick:
+        args.models, args.methods, args.variants = "resnet20", "ttq", "cl,cl+compile"
+        args.devices, args.rounds, args.steps = args.devices or "cpu", 3, 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = (args.devices or ("cpu,cuda" if torch.cuda.is_available() else "cpu")).split(",")
+    variants = ["eager"] + [v for v in args.variants.split(",") if v and v != "eager"]
+    for v in variants:
+        if v not in VARIANTS:
+            p.error(f"--variants: {v!r} is not one of {', '.join(VARIANTS)}")
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True  # as ttq train does on CUDA
+
+    print(f"batch {args.batch}, {args.rounds} interleaved rounds of {args.steps} steps; torch {torch.__version__}; "
+          f"{machine()}")
+    for dev_name in devices:
+        device = torch.device(dev_name)
+        for arch in args.models.split(","):
+            for method in args.methods.split(","):
+                steps, compile_s = {}, {}
+                for v in variants:
+                    steps[v], compile_s[v] = make_step(arch, method, v, device, args.batch)
+                times = {v: [] for v in variants}
+                for _ in range(args.rounds):
+                    for v, step in steps.items():
+                        sync(device)
+                        t0 = time.perf_counter()
+                        for _ in range(args.steps):
+                            step()
+                        sync(device)
+                        times[v].append((time.perf_counter() - t0) / args.steps)
+                base = statistics.median(times["eager"])
+                print(f"\n{device.type} {arch} {method}")
+                print(f"  {'variant':10s} {'ms/step':>8s} {'images/s':>9s} {'vs eager':>8s}  (min-max ms; warm-up s)")
+                for v in variants:
+                    med = statistics.median(times[v])
+                    print(f"  {v:10s} {1000 * med:8.1f} {args.batch / med:9.0f} {base / med:7.2f}x  "
+                          f"({1000 * min(times[v]):.0f}-{1000 * max(times[v]):.0f}; {compile_s[v]:.1f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""torch.compile of ternary ResNets: one graph with no breaks, forward and backward, the gradients of eager mode.
+
+The ternary layers read no value back from the tensors in their forward or backward pass (no ``.item()``, no
+boolean indexing; see ttq_lib.layers), so dynamo traces a whole ternarized ResNet-20 as one graph, and
+``fullgraph=True`` (which raises on any break) compiles it.  On a GPU the same property means a training step
+never waits for the device.
+
+Time: the two ``test_inductor_*`` cases compile a forward and a backward graph with Inductor's C++ backend.
+Measured on the 2-core CI machine while it was busy: 60-70 s each with an empty Inductor cache, 10-18 s each
+once ``/tmp/torchinductor_*`` holds the compiled kernels.  They run in CI; deselect them locally with
+``-k 'not inductor'``.  The ``explain`` cases take 5-8 s each.
+"""
+import pytest
+import torch
+import torch._dynamo as dynamo
+import torch.nn.functional as F
+
+from ttq_lib import build_model, ternarize_model
+from ttq_lib.quantizers import set_checks
+
+#: The compiled and eager gradients are compared in float64, where the only difference left is the order in
+#: which Inductor sums (it fuses batch norm's reductions, over up to 8 x 32 x 32 values per channel, into other
+#: kernels): measured at most 1e-12 of a tensor's largest gradient.  The bound, 1e-7 of it, leaves 1e5 of room
+#: and is still far below any real error in Eqs. 7-8: a wrong sign of dL/dWn changes that gradient by twice
+#: itself, a missing Wp or Wn factor in Eq. 8 by 1 - Wp, where scale_init="mean" starts Wp, Wn at each region's
+#: mean |w| (about 0.1).  Not float32: this randomly initialised ResNet-20 on a batch of 8 amplifies float32
+#: rounding differences to 0.3 % of a typical gradient and to 10 % of a small Wp gradient (a sum with
+#: cancellation), measured, so no float32 bound would both hold and catch an error.  (The explain cases run in
+#: float32, the training dtype: graph breaks do not depend on the dtype.)
+GRAD_RTOL = 1e-7
+RULES = [("ttq", None), ("twn", None), ("ttq", 0.4), ("twn", 0.3)]
+
+
+def _model(method, sparsity, dtype=torch.float32):
+    torch.manual_seed(0)
+    model = ternarize_model(build_model("resnet20"), method=method, sparsity=sparsity, scale_init="mean")
+    return model.to(dtype).train()
+
+
+def _batch(n=8, dtype=torch.float32):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 3, 32, 32, generator=g, dtype=dtype), torch.randint(0, 10, (n,), generator=g)
+
+
+def _loss_and_grads(model, forward, x, y):
+    model.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(forward(x), y)
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    # every test compiles a new model: start from empty caches so no test hits the recompile limit of another
+    dynamo.reset()
+    previous = set_checks(False)  # the checks read values back: they are what would break the graph
+    yield
+    set_checks(previous)
+    dynamo.reset()
+
+
+@pytest.mark.parametrize("method,sparsity", RULES, ids=[f"{m}-{'t' if r is None else f'r{r}'}" for m, r in RULES])
+def test_explain_finds_no_graph_break(method, sparsity):
+    model = _model(method, sparsity)
+    x, _ = _batch(4)
+    report = dynamo.explain(model)(x)
+    assert report.graph_break_count == 0, [r.reason for r in report.break_reasons]
+    assert report.graph_count == 1
+
+
+def test_debug_checks_do_break_the_graph():
+    # the switch that brings the per-forward checks back also brings back their reads (and so the breaks):
+    # proof that the test above would see a read if the forward had one
+    model = _model("ttq", None)
+    x, _ = _batch(4)
+    set_checks(True)
+    assert dynamo.explain(model)(x).graph_break_count > 0
+
+
+@pytest.mark.parametrize("method", ["ttq", "twn"])
+def test_inductor_fullgraph_forward_backward_matches_eager(method):
+    model = _model(method, None, torch.float64)
+    x, y = _batch(dtype=torch.float64)
+    eager_loss, eager_grads = _loss_and_grads(model, model, x, y)
+    compiled = torch.compile(model, fullgraph=True)  # raises on a graph break, forward or backward
+    loss, grads = _loss_and_grads(model, compiled, x, y)
+    torch.testing.assert_close(loss, eager_loss, rtol=1e-12, atol=0)
+    assert grads.keys() == eager_grads.keys()
+    scales = [n for n in grads if n.endswith((".wp", ".wn"))]
+    assert len(scales) == (36 if method == "ttq" else 0)  # 18 ternary layers; Eq. 7 gives each Wp, Wn a gradient
+    for name, g in grads.items():
+        ref = eager_grads[name]
+        assert ref.abs().max() > 0, name  # a zero gradient would make the comparison empty
+        torch.testing.assert_close(g, ref, rtol=0, atol=GRAD_RTOL * float(ref.abs().max()),
+                                   msg=lambda m, name=name: f"{name}: {m}")

@@ -1,0 +1,167 @@
+"""The reproduction plan and its runner, on synthetic data with tiny budgets.
+
+The key property: a plan cut into many short calls by its time budget ends with exactly the results of one
+uninterrupted call (weights tensor for tensor, histories row for row except wall-clock times).
+"""
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ttq_lib.cli import main
+from ttq_lib.reproduction.plan import PlanError, load_plan
+from ttq_lib.reproduction.runner import Runner
+
+TINY = """
+name = "tiny"
+data = "synthetic:96"
+
+[recipes.adapt]
+method = "fp"
+epochs = 2
+batch_size = 32
+lr = 0.05
+schedule = "cosine"
+
+[recipes.ttq]
+method = "ttq"
+start_from = "adapt"
+epochs = 8
+batch_size = 32
+lr = 0.05
+schedule = "cosine"
+
+[recipes.twn]
+method = "twn"
+start_from = "adapt"
+epochs = 3
+batch_size = 32
+lr = [0.02, 0.05]
+schedule = "cosine"
+
+[[runs]]
+models = ["resnet20"]
+seeds = [0]
+recipes = ["adapt", "ttq", "twn"]
+"""
+
+
+def _plan(tmp_path: Path, text: str = TINY, name: str = "plan.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_plan_names_every_run_and_expands_lists(tmp_path):
+    plan = load_plan(_plan(tmp_path))
+    assert [r.name for r in plan.runs] == ["resnet20-adapt-s0", "resnet20-ttq-s0", "resnet20-twn-lr0.02-s0",
+                                           "resnet20-twn-lr0.05-s0"]
+    twn = plan.run("resnet20-twn-lr0.05-s0")
+    assert (twn.settings["lr"], twn.after, twn.seed) == (0.05, "resnet20-adapt-s0", 0)
+    assert plan.data == "synthetic:96"
+
+
+@pytest.mark.parametrize("change,message", [
+    ('name = "tiny"', "needs name"),
+    ('epochs = 2\n', "learning_rate"),
+    ('seeds = [0]', "must hold exactly"),
+    ('recipes = ["adapt", "ttq", "twn"]', "not defined"),
+    ('start_from = "adapt"\nepochs = 3\nbatch_size = 32\nlr = 0.05', "does not run"),
+    ('lr = 0.05\nschedule', "must be positive"),
+])
+def test_bad_plans_are_refused_with_the_reason(tmp_path, change, message):
+    text = TINY
+    if message == "needs name":
+        text = text.replace(change, "")
+    elif message == "learning_rate":
+        text = text.replace(change, "epochs = 2\nlearning_rate = 0.1\n", 1)
+    elif message == "must hold exactly":
+        text = text.replace(change, "seed = [0]")
+    elif message == "not defined":
+        text = text.replace(change, 'recipes = ["adapt", "ttq", "bwn"]')
+    elif message == "does not run":
+        text = text.replace('recipes = ["adapt", "ttq", "twn"]', 'recipes = ["ttq"]')
+    else:
+        text = text.replace(change, "lr = -0.05\nschedule", 1)
+    with pytest.raises((PlanError, ValueError), match=message.replace("(", r"\(")):
+        load_plan(_plan(tmp_path, text))
+
+
+def _finished(results: Path) -> dict[str, tuple[dict, list]]:
+    out = {}
+    for run in sorted((results / "tiny").iterdir()):
+        history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+        for row in history:
+            row.pop("wall_time_s")
+        out[run.name] = (load_file(str(run / "last.safetensors")), history)
+    return out
+
+
+def test_a_plan_cut_by_its_budget_ends_like_an_uninterrupted_one(tmp_path):
+    plan_path = _plan(tmp_path)
+    only = ["*-ttq-*"]  # the adapt run and the TTQ run that starts from it: 10 epochs in all
+    whole = tmp_path / "whole"
+    assert Runner(load_plan(plan_path), whole, jobs=2, only=only, log=lambda line: None).run() == 0
+
+    cut = tmp_path / "cut"
+    calls, lines = 0, []
+    while calls < 20:
+        calls += 1
+        # 14 s per call: a start (importing torch) and an epoch or two of a tiny run, then the budget ends
+        runner = Runner(load_plan(plan_path), cut, jobs=2, budget_s=14.0, margin_s=1.0, startup_s=2.0,
+                        only=only, log=lines.append, poll_s=0.2)
+        assert runner.run() == 0
+        if all(line.split()[1] == "done" for line in runner.report()):
+            break
+    assert calls >= 2, "the budget was never reached: the test would not test stopping"
+    assert any("stopped" in line for line in lines)
+    a, b = _finished(whole), _finished(cut)
+    assert a.keys() == b.keys() and len(a) == 2
+    for name in a:
+        assert a[name][0].keys() == b[name][0].keys()
+        assert all(torch.equal(a[name][0][k], b[name][0][k]) for k in a[name][0]), name
+        assert a[name][1] == b[name][1], name
+
+
+def test_a_changed_plan_is_refused_for_started_runs(tmp_path):
+    plan_path = _plan(tmp_path)
+    Runner(load_plan(plan_path), tmp_path / "r", only=["resnet20-adapt-s0"], log=lambda line: None).run()
+    changed = _plan(tmp_path, TINY.replace("lr = 0.05\nschedule", "lr = 0.07\nschedule", 1), "changed.toml")
+    runner = Runner(load_plan(changed), tmp_path / "r", log=lambda line: None)
+    with pytest.raises(ValueError, match="lr: 0.05 -> 0.07"):
+        runner.run()
+
+
+def test_only_runs_the_chosen_and_what_they_start_from(tmp_path, capsys):
+    plan_path = _plan(tmp_path)
+    rc = main(["reproduce", str(plan_path), "--results", str(tmp_path / "r"), "--only", "*-ttq-*"])
+    assert rc == 0
+    assert sorted(p.name for p in (tmp_path / "r" / "tiny").iterdir()) == ["resnet20-adapt-s0", "resnet20-ttq-s0"]
+    capsys.readouterr()
+    assert main(["reproduce", str(plan_path), "--results", str(tmp_path / "r"), "--status"]) == 0
+    status = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()}
+    assert status == {"resnet20-adapt-s0": "done", "resnet20-ttq-s0": "done", "resnet20-twn-lr0.02-s0": "queued",
+                      "resnet20-twn-lr0.05-s0": "queued"}
+
+
+def test_the_committed_plans_load_and_give_ttq_and_twn_one_recipe():
+    root = Path(__file__).resolve().parent.parent / "reproduce"
+    plan = load_plan(root / "cifar10.toml")
+    assert {r.model for r in plan.runs} == {"resnet20", "resnet32", "resnet44", "resnet56"}
+    assert {r.seed for r in plan.runs if r.model == "resnet20"} == {0, 1, 2}
+    for run in plan.runs:
+        if run.recipe in ("ttq", "twn"):  # same budget and schedule, from the same adapted model
+            other = plan.run(run.name.replace(run.recipe, "twn" if run.recipe == "ttq" else "ttq"))
+            assert {k: v for k, v in run.settings.items() if k != "method"} == \
+                {k: v for k, v in other.settings.items() if k != "method"}
+            assert run.after == f"{run.model}-adapt-s{run.seed}"
+    search = load_plan(root / "cifar10-lr-search.toml")
+    lrs = {m: sorted(r.settings["lr"] for r in search.runs if r.settings["method"] == m
+                     and r.settings.get("scale_lr") in (None, 0.001)) for m in ("ttq", "twn")}
+    assert lrs["ttq"] == lrs["twn"] == [0.02, 0.05, 0.1]
+    assert all(r.settings["holdout"] == 5000 for r in search.runs)

@@ -1,0 +1,256 @@
+"""Run a plan: what is unfinished, N trainings at once, within a time budget, resumable by any later call.
+
+Every run lives in ``results/<plan>/<run>/``.  The runner writes the run's ``config.json`` first and then always
+starts ``ttq train --resume <run>`` in a child process (logging to ``<run>/train.log``): a run that never
+committed an epoch starts from epoch 0, any other continues from its last committed epoch.  So the state of a
+plan is nothing but its run folders, and a 9-minute GPU call, a second one, or a CPU session later all pick up
+where the previous stopped.
+
+Time budget: no run is started that could not finish one epoch before the budget ends; a run whose next epoch
+would not fit is stopped right after it commits an epoch; at the budget's end, less a safety margin, every
+run still going is stopped (it loses at most its uncommitted epoch).  CPU threads are split between the jobs
+(``OMP_NUM_THREADS``); on a GPU the jobs share the card.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..training.config import CONFIG_FILE, TrainConfig, load_config, save_config
+from ..training.history import read_history
+from .plan import Plan, PlannedRun
+
+# Execution settings: they may differ between the calls that run one plan, results do not depend on them.
+_EXECUTION = {"out", "threads", "device"}
+
+
+@dataclass
+class Progress:
+    """What one run's folder says about it."""
+    status: str               # done, partial, new, waiting, running, failed
+    epochs_done: int
+    epochs: int
+    epoch_s: float | None     # mean wall time of its committed epochs
+
+
+def run_dir(results: Path, plan: Plan, run: PlannedRun) -> Path:
+    return results / plan.name / run.name
+
+
+def progress(folder: Path, epochs: int) -> Progress:
+    history = read_history(folder)
+    times = [row["wall_time_s"] for row in history if "wall_time_s" in row]
+    epoch_s = times[-1] / len(times) if times else None
+    if (folder / "metrics.json").is_file() and len(history) >= epochs:
+        return Progress("done", len(history), epochs, epoch_s)
+    return Progress("partial" if (folder / CONFIG_FILE).is_file() else "new", len(history), epochs, epoch_s)
+
+
+def _comparable(cfg: TrainConfig) -> dict:
+    values = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _EXECUTION}
+    for key in ("start_from", "data"):
+        if values[key] and Path(values[key]).exists():
+            values[key] = str(Path(values[key]).resolve())
+    return values
+
+
+class Runner:
+    """Runs a plan's unfinished runs; see the module docstring.  ``log`` receives one line per event."""
+
+    def __init__(self, plan: Plan, results: str | os.PathLike = "results", jobs: int = 1,
+                 budget_s: float | None = None, only: list[str] | None = None, margin_s: float | None = None,
+                 device: str = "auto", log=print, poll_s: float = 0.5, startup_s: float = 20.0):
+        if jobs < 1:
+            raise ValueError(f"--jobs {jobs} must be at least 1")
+        if budget_s is not None and not budget_s > 0:
+            raise ValueError(f"--budget-min must be positive, got {budget_s / 60:g}")
+        # Stopping a run takes a few seconds (SIGTERM, then SIGKILL after 15 s at worst).
+        margin_s = min(20.0, 0.25 * budget_s) if margin_s is None and budget_s else (margin_s or 0.0)
+        self.plan, self.results, self.jobs = plan, Path(results), jobs
+        self.budget_s, self.margin_s, self.device, self.log, self.poll_s = budget_s, margin_s, device, log, poll_s
+        self.startup_s = startup_s  # importing torch and loading the data, before the first epoch starts
+        self.selected = self._select(only)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.failed: dict[str, str] = {}
+        self.stopped: set[str] = set()
+        self._committed: dict[str, int] = {}
+
+    def _select(self, only: list[str] | None) -> list[PlannedRun]:
+        if not only:
+            return list(self.plan.runs)
+        chosen = {r.name for r in self.plan.runs if any(fnmatch.fnmatch(r.name, p) for p in only)}
+        if not chosen:
+            raise ValueError(f"--only {' '.join(only)} matches no run of plan {self.plan.name}; runs are named "
+                             f"like {self.plan.runs[0].name}")
+        for name in sorted(chosen):  # what a chosen run starts from must run too
+            after = self.plan.run(name).after
+            while after:
+                chosen.add(after)
+                after = self.plan.run(after).after
+        return [r for r in self.plan.runs if r.name in chosen]
+
+    # ----- state
+
+    def folder(self, run: PlannedRun) -> Path:
+        return run_dir(self.results, self.plan, run)
+
+    def status(self, run: PlannedRun) -> Progress:
+        p = progress(self.folder(run), self.config(run, check=False).epochs)
+        if run.name in self.procs:
+            p.status = "running"
+        elif run.name in self.failed:
+            p.status = "failed"
+        elif p.status != "done" and run.after and progress(self.folder(self.plan.run(run.after)), 1).status != "done":
+            p.status = "waiting"
+        return p
+
+    def config(self, run: PlannedRun, check: bool = True) -> TrainConfig:
+        """The run's TrainConfig; with ``check``, also that an existing config.json still matches the plan."""
+        if run.after:
+            start = str(self.folder(self.plan.run(run.after)) / "last.safetensors")
+        elif run.start_from == "pretrained":
+            start = self.plan.pretrained_file(run.model) if check else None
+        else:
+            start = run.start_from
+        cfg = run.config(self.folder(run), self.plan.data, start)
+        cfg.device = self.device
+        cfg.validate()
+        existing = self.folder(run) / CONFIG_FILE
+        if check and existing.is_file():
+            saved = _comparable(load_config(self.folder(run)))
+            wanted = _comparable(cfg)
+            changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
+            if changed:
+                raise ValueError(f"{self.folder(run)} was started with other settings than the plan now gives "
+                                 f"({', '.join(f'{k}: {saved.get(k)!r} -> {wanted[k]!r}' for k in changed)}); "
+                                 "restore the plan, or delete that run folder to run it again")
+        return cfg
+
+    def report(self) -> list[str]:
+        """One line per selected run: done, running, epoch k/n, queued, waiting, failed."""
+        lines = []
+        for run in self.selected:
+            p = self.status(run)
+            what = {"done": "done", "running": "running", "failed": "FAILED", "waiting": f"waiting for {run.after}",
+                    "new": "queued", "partial": "stopped"}[p.status]
+            eta = f", {p.epoch_s:.0f} s/epoch" if p.epoch_s else ""
+            lines.append(f"{run.name:32s} {what:24s} epoch {p.epochs_done}/{p.epochs}{eta}")
+        return lines
+
+    # ----- running
+
+    def _start(self, run: PlannedRun, threads: int) -> None:
+        folder = self.folder(run)
+        cfg = self.config(run)
+        if not (folder / CONFIG_FILE).is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, folder)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        with open(folder / "train.log", "ab") as log:
+            self.procs[run.name] = subprocess.Popen(
+                [sys.executable, "-m", "ttq_lib.cli", "train", "--resume", str(folder)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self._committed[run.name] = progress(folder, cfg.epochs).epochs_done
+        self.log(f"{run.name}: started ({threads} CPU thread(s), log {folder / 'train.log'})")
+
+    def _stop(self, name: str, why: str) -> None:
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self.stopped.add(name)
+        del self.procs[name]
+        self.log(f"{name}: stopped ({why}); the next call continues it")
+
+    def _runnable(self, deadline: float | None) -> list[PlannedRun]:
+        out = []
+        for run in self.selected:
+            if run.name in self.procs or run.name in self.failed or run.name in self.stopped:
+                continue
+            p = self.status(run)
+            if p.status not in ("new", "partial"):
+                continue
+            # start-up plus one epoch must fit, or the start is wasted
+            need = self.startup_s + (p.epoch_s or 0.0)
+            if deadline is not None and time.time() + need > deadline:
+                continue
+            out.append(run)
+        return out
+
+    def run(self) -> int:
+        """Run until every selected run is done, one failed for good, or the budget ends. Returns the number of
+        failed runs (0 also when the budget stopped the plan early: call again to continue)."""
+        for run in self.selected:
+            self.config(run)  # a changed plan or a missing pretrained file stops us before anything runs
+        t0 = time.time()
+        deadline = None if self.budget_s is None else t0 + self.budget_s - self.margin_s
+        threads = max(1, (os.cpu_count() or 1) // self.jobs)
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            while True:
+                for name, proc in list(self.procs.items()):
+                    if proc.poll() is not None:
+                        del self.procs[name]
+                        run = self.plan.run(name)
+                        if self.status(run).status == "done":
+                            self.log(f"{name}: done")
+                        else:
+                            self.failed[name] = str(self.folder(run) / "train.log")
+                            self.log(f"{name}: FAILED with exit status {proc.returncode}; see {self.failed[name]}")
+                self._stop_before_the_deadline(deadline)
+                for run in self._runnable(deadline)[: self.jobs - len(self.procs)]:
+                    self._start(run, threads)
+                if not self.procs:
+                    break
+                time.sleep(self.poll_s)
+        except KeyboardInterrupt:
+            for name in list(self.procs):
+                self._stop(name, "interrupted")
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        for line in self.report():
+            self.log(line)
+        left = [r.name for r in self.selected if self.status(r).status != "done"]
+        if left and not self.failed:
+            self.log(f"{len(left)} run(s) unfinished: call the same command again to continue")
+        return len(self.failed)
+
+    def _stop_before_the_deadline(self, deadline: float | None) -> None:
+        if deadline is None:
+            return
+        now = time.time()
+        for name in list(self.procs):
+            run = self.plan.run(name)
+            p = progress(self.folder(run), run.settings.get("epochs", TrainConfig.epochs))
+            state, history = self.folder(run) / "state.pt", self.folder(run) / "history.jsonl"
+            # the epoch is committed once state.pt is at least as new as the history row it follows
+            just_committed = p.epochs_done > self._committed[name] and state.is_file() and history.is_file() \
+                and state.stat().st_mtime >= history.stat().st_mtime
+            if just_committed:
+                self._committed[name] = p.epochs_done
+                if p.epoch_s and now + p.epoch_s > deadline and p.status != "done":
+                    self._stop(name, "its next epoch would not fit in the budget")
+                    continue
+            if now >= deadline:
+                self._stop(name, "the budget is spent")
+
+
+def _interrupt(signum, frame):
+    # TERM (a job scheduler, a timeout) stops the runs like Ctrl-C does, instead of orphaning them
+    raise KeyboardInterrupt
+
+
+def plan_report(plan: Plan, results: str | os.PathLike = "results") -> list[str]:
+    """The status lines of every run of ``plan`` (what ``ttq reproduce --status`` prints)."""
+    return Runner(plan, results).report()
