@@ -5,6 +5,7 @@ Variants, each against today's path measured side by side in the same process:
     eager       fp32, NCHW, no compile: the path `ttq train` took before --channels-last/--precision/--compile
     cl          channels_last memory format (--channels-last)
     bf16        bfloat16 autocast of the forward pass (--precision bf16)
+    cl+bf16     channels_last and bf16 (the GPU setting of issue 12: compare fp and ttq rows)
     compile     torch.compile of the model (--compile)
     cl+compile  channels_last and compile
     all         channels_last, bf16 and compile together
@@ -12,16 +13,20 @@ Variants, each against today's path measured side by side in the same process:
 bf16 pays off only where the hardware computes in it (CUDA tensor cores; CPUs with AVX512-BF16 or AMX): on a
 CPU without, PyTorch emulates it and a step is many times slower.
 
-A step is what ttq_lib.training.loop does per batch: (channels_last copy of the batch,) forward and
-cross-entropy under autocast, backward, SGD with momentum and the training's parameter groups, the Wp/Wn
-clamp, and the on-device sums of loss and correct answers; on a fixed random batch (the data pipeline is left
+A step is ttq_lib.training.loop.train_step, the function `ttq train` calls per batch: (channels_last copy of
+the batch,) forward and cross-entropy under autocast, backward, SGD with momentum and the training's parameter
+groups, the Wp/Wn clamp, and the on-device sums of loss and correct answers; on a fixed random batch (the data pipeline is left
 out, see benchmarks/data_pipeline.py).  Variants are timed in interleaved rounds, so load from other processes
 hits all of them alike; the median over rounds is reported, as images/s and as a ratio to `eager` of the same
-model, method and device.  Compile time (the first steps of a compiled variant) is reported apart.
+model, method and device, and the ratio of the fastest rounds beside it (on a shared machine the least
+disturbed rounds are the better estimate; --threads 1 also keeps OpenMP threads from waiting on each other when
+another process takes a core).  Compile time (the first two steps of a compiled variant) is reported apart.
 
     python benchmarks/train_throughput.py                     # CPU (and CUDA when present), all variants
     python benchmarks/train_throughput.py --quick             # TTQ ResNet-20 on CPU, ~2 minutes on 2 cores
     python benchmarks/train_throughput.py --models resnet20 --methods ttq --variants eager,cl --rounds 7
+    python benchmarks/train_throughput.py --devices cuda --models torchvision.resnet18 --image-size 224 \
+        --classes 1000 --batch 256 --methods fp,ttq --variants cl+bf16     # issue 12: TTQ vs FP on a GPU
 """
 from __future__ import annotations
 
@@ -30,27 +35,29 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
-from ttq_lib import build_model, clamp_scales_, ternarize_model
+from ttq_lib import build_model, ternarize_model
 from ttq_lib.training import TrainConfig, param_groups
+from ttq_lib.training.loop import train_step
 from ttq_lib.training.provenance import machine
 
 VARIANTS = {  # name: (channels_last, bf16, compile)
     "eager": (False, False, False),
     "cl": (True, False, False),
     "bf16": (False, True, False),
+    "cl+bf16": (True, True, False),
     "compile": (False, False, True),
     "cl+compile": (True, False, True),
     "all": (True, True, True),
 }
 
 
-def make_step(arch: str, method: str, variant: str, device: torch.device, batch: int):
+def make_step(arch: str, method: str, variant: str, device: torch.device, batch: int, size: int = 32,
+              classes: int = 10):
     """A function that runs one training step, and the seconds its first two calls took (compilation)."""
     channels_last, bf16, compiled = VARIANTS[variant]
     torch.manual_seed(0)
-    model = build_model(arch)
+    model = build_model(arch, classes)
     if method != "fp":
         ternarize_model(model, method=method)
     model.to(device).train()
@@ -59,21 +66,12 @@ def make_step(arch: str, method: str, variant: str, device: torch.device, batch:
     opt = torch.optim.SGD(param_groups(model, TrainConfig(method=method)), lr=0.01, momentum=0.9)
     net = torch.compile(model) if compiled else model
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(batch, 3, 32, 32, generator=g).to(device)
-    y = torch.randint(0, 10, (batch,), generator=g).to(device)
-    sums = torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), dtype=torch.int64, device=device)
+    x = torch.randn(batch, 3, size, size, generator=g).to(device)
+    y = torch.randint(0, classes, (batch,), generator=g).to(device)
+    sums = [torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), dtype=torch.int64, device=device)]
 
-    def step():
-        xb = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = net(xb)
-            loss = F.cross_entropy(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        clamp_scales_(model)
-        sums[0].add_(loss.detach().double() * batch)
-        sums[1].add_((logits.argmax(1) == y).sum())
+    def step():  # the training loop's own step, so what is timed is what `ttq train` runs
+        train_step(net, model, opt, x, y, sums, bf16, channels_last)
 
     t0 = time.perf_counter()
     step(), step()  # warm-up: compilation, allocator, cuDNN / oneDNN kernel choice, thread pools
@@ -88,7 +86,11 @@ def sync(device: torch.device) -> None:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="resnet20,resnet56", help="comma-separated CIFAR ResNets")
+    p.add_argument("--models", default="resnet20,resnet56",
+                   help="comma-separated CIFAR ResNets, or torchvision.<name> (e.g. torchvision.resnet18 with "
+                        "--image-size 224 --classes 1000: the ImageNet model)")
+    p.add_argument("--image-size", type=int, default=32, help="input images are this many pixels a side")
+    p.add_argument("--classes", type=int, default=10)
     p.add_argument("--methods", default="fp,ttq", help="comma-separated: fp, ttq, twn")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)} "
                                                                    "(eager, the baseline, is always added)")
@@ -122,7 +124,8 @@ def main():
             for method in args.methods.split(","):
                 steps, compile_s = {}, {}
                 for v in variants:
-                    steps[v], compile_s[v] = make_step(arch, method, v, device, args.batch)
+                    steps[v], compile_s[v] = make_step(arch, method, v, device, args.batch, args.image_size,
+                                                       args.classes)
                 times = {v: [] for v in variants}
                 for _ in range(args.rounds):
                     for v, step in steps.items():
@@ -132,13 +135,15 @@ def main():
                             step()
                         sync(device)
                         times[v].append((time.perf_counter() - t0) / args.steps)
-                base = statistics.median(times["eager"])
+                base, base_min = statistics.median(times["eager"]), min(times["eager"])
                 print(f"\n{device.type} {arch} {method}")
-                print(f"  {'variant':10s} {'ms/step':>8s} {'images/s':>9s} {'vs eager':>8s}  (min-max ms; warm-up s)")
+                print(f"  {'variant':10s} {'ms/step':>8s} {'images/s':>9s} {'vs eager':>8s} {'(of mins)':>9s}"
+                      f"  min-max ms; warm-up s")
                 for v in variants:
                     med = statistics.median(times[v])
-                    print(f"  {v:10s} {1000 * med:8.1f} {args.batch / med:9.0f} {base / med:7.2f}x  "
-                          f"({1000 * min(times[v]):.0f}-{1000 * max(times[v]):.0f}; {compile_s[v]:.1f})")
+                    print(f"  {v:10s} {1000 * med:8.1f} {args.batch / med:9.0f} {base / med:7.2f}x "
+                          f"{base_min / min(times[v]):8.2f}x  {1000 * min(times[v]):.0f}-{1000 * max(times[v]):.0f}; "
+                          f"{compile_s[v]:.1f}")
 
 
 if __name__ == "__main__":

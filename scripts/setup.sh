@@ -9,3 +9,7 @@ venv=${VENV:-.venv}
 "$venv/bin/python" -m pip install -q torch==2.14.1 torchvision==0.29.1
 "$venv/bin/python" -m pip install -q -e ".[dev]"
 echo "ttq-workbook installed in $venv (activate with: . $venv/bin/activate)"
+# the browser test drives a system Chromium (Playwright's own browser download is not used)
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 && [ -z "${TTQ_CHROMIUM:-}" ]; then
+  echo "note: no Chromium: tests/test_browser.py will skip (Debian: apt-get install chromium; or set TTQ_CHROMIUM)"
+fi

@@ -61,13 +61,55 @@ def test_r_slider_switches_to_the_sparsity_rule(ramp):
     assert ex.threshold == 0.0 and ex.shares["zero"] == pytest.approx(1 / 401)  # only w = 0 itself
 
 
-def test_mode_toggle_and_back(ramp):
+def test_mode_toggle_and_back_keeps_the_other_slider_in_sync(ramp):
     ex = explorer.threshold_explorer(ramp, t=0.1, r=0.5, draw=False)
-    ex.mode.value = "r"
-    assert ex.threshold == pytest.approx(1.0)  # the median of |w|: the 200th smallest value
+    # t = 0.1: delta = 0.2, zero: -0.20 ... 0.20 = 41 of 401 values; the r slider follows (not its 0.5)
+    assert ex.threshold == pytest.approx(0.2) and ex.r_slider.value == pytest.approx(41 / 401)
+    assert ex.mode.value == "t"  # following does not switch the rule
+    ex.mode.value = "r"  # the 41/401-quantile of |w| is 0.20 again: the same regions
+    assert ex.threshold == pytest.approx(0.2) and ex.shares["zero"] == pytest.approx(41 / 401)
+    ex.r_slider.value = 0.5  # the median of |w|: the 200th smallest value
+    assert ex.threshold == pytest.approx(1.0)
+    assert ex.t_slider.value == pytest.approx(0.5)  # 1.0 / max|w| = 1.0 / 2.0
     ex.t_slider.value = 0.15  # moving the t slider selects the t rule again
     assert ex.mode.value == "t"
-    assert ex.threshold == pytest.approx(0.3)
+    assert ex.threshold == pytest.approx(0.3) and ex.r_slider.value == pytest.approx(61 / 401)
+    ex.r_slider.value = 0.0  # binary; t cannot follow to 0 and stops at its minimum
+    assert ex.threshold == 0.0 and ex.t_slider.value == pytest.approx(explorer.T_RANGE[0])
+
+
+def test_layer_dropdown_switches_the_weights(ramp):
+    layers = {"ramp": ramp, "half": ramp / 2}
+    ex = explorer.threshold_explorer(layers, t=0.25, draw=False)
+    assert ex.layer.options == ("ramp", "half") and ex.name == "ramp"
+    assert ex.threshold == pytest.approx(0.5)  # 0.25 * 2.0
+    ex.layer.value = "half"  # the same t on weights half as large: half the threshold, the same shares
+    assert ex.weight.abs().max() == pytest.approx(1.0)
+    assert ex.threshold == pytest.approx(0.25) and ex.shares["zero"] == pytest.approx(101 / 401)
+    assert ex.twn_threshold == pytest.approx(0.7 * float(ramp.abs().mean()) / 2)
+    ex.mode.value = "r"
+    ex.r_slider.value = 0.3
+    ex.layer.value = "ramp"  # the rule and its slider stay; the threshold is the new layer's 0.3-quantile
+    assert ex.mode.value == "r" and ex.threshold == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="layer 'nope'"):
+        explorer.threshold_explorer(layers, layer="nope", draw=False)
+
+
+def test_layer_weights_lists_convs_and_linears_in_order():
+    from ttq_lib.models import resnet20
+
+    names = list(explorer.layer_weights(resnet20()))
+    assert len(names) == 20 and names[0] == "conv1" and names[-1] == "linear"
+    assert names[1] == "layer1.0.conv1"
+
+
+def test_save_image_writes_a_png_of_the_current_state(ramp, tmp_path):
+    plt.close("all")
+    ex = explorer.threshold_explorer(ramp, t=0.05, draw=False)
+    out = tmp_path / "explorer.png"
+    ex.save_image(out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
+    assert plt.get_fignums() == []
 
 
 def test_drawing_fills_the_output_and_leaks_no_figures(weight):

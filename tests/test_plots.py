@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import ttq_lib
-from ttq_lib.course import gradient_aids, plots
+from ttq_lib.course import baseline_plots, evolution_plots, gradient_aids, plots
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -47,3 +47,24 @@ def test_plot_functions_draw(history_rows):
     plots.plot_shares(h, {"first": "layer1.0.conv1", "all": "*"})
     ax = plots.plot_hist_evolution(h, "layer1.0.conv1", [1, 3, 99], t=0.05)
     assert len(ax.get_legend().get_texts()) == 3  # epochs 1, 3 and the threshold line; 99 is skipped
+
+
+def test_evolution_and_baseline_plots_draw(history_rows):
+    h = history_rows
+    start = {"epoch": 0, "layers": h[0]["layers"], "hist": h[0]["hist"]}
+    ax = evolution_plots.plot_accuracy_gap({"ttq": h}, reference_acc=90.0, paper_gap=0.64)
+    assert all(float(x).is_integer() for x in ax.get_xticks())   # integer epoch ticks
+    assert evolution_plots.accuracy_gap(h, 90.0)[1] == [90.0 - r["test_acc"] for r in h]
+    evolution_plots.plot_scale_ratio(h, start=start)
+    last = h[-1]["epoch"]
+    change = evolution_plots.histogram_change(h, "layer1.0.conv1", last, start)
+    assert change == [a - b for a, b in zip(h[-1]["hist"]["layer1.0.conv1"], h[0]["hist"]["layer1.0.conv1"])]
+    evolution_plots.plot_histogram_change(h, "layer1.0.conv1", [last], start, t=0.05)
+    with pytest.raises(ValueError, match="no epoch 99"):
+        evolution_plots.histogram_change(h, "layer1.0.conv1", 99, start)
+    pts = [{"scheme": "fp", "label": "fp", "bits": 32.0, "acc": 87.0, "acc_no_recal": 87.0},
+           {"scheme": "ttq", "label": "ttq", "bits": 2.12, "acc": 50.0, "acc_no_recal": 10.0}]
+    baseline_plots.plot_pareto(pts, [{"label": "TTQ fine-tuned", "bits": 2.12, "acc": 87.3}])
+    rows = [{"layer": "a", "numel": 100, "acc": 80.0}, {"layer": "b", "numel": 1000, "acc": 70.0}]
+    axes = baseline_plots.plot_layer_sensitivity(rows, rows, reference={"fp": 87.0})
+    assert len(axes) == 2

@@ -6,6 +6,7 @@ uninterrupted call (weights tensor for tensor, histories row for row except wall
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def test_bad_plans_are_refused_with_the_reason(tmp_path, change, message):
 
 def _finished(results: Path) -> dict[str, tuple[dict, list]]:
     out = {}
-    for run in sorted((results / "tiny").iterdir()):
+    for run in sorted(p for p in (results / "tiny").iterdir() if p.is_dir()):  # not the runner's .runner.lock
         history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
         for row in history:
             row.pop("wall_time_s")
@@ -120,6 +121,9 @@ def test_a_plan_cut_by_its_budget_ends_like_an_uninterrupted_one(tmp_path):
             break
     assert calls >= 2, "the budget was never reached: the test would not test stopping"
     assert any("stopped" in line for line in lines)
+    # jobs=2, but the TTQ run waits for the adapt run: each ran alone, so each got every core, not half
+    started = [line for line in lines if "started" in line]
+    assert started and all(f"started ({os.cpu_count()} CPU thread(s)" in line for line in started), started
     a, b = _finished(whole), _finished(cut)
     assert a.keys() == b.keys() and len(a) == 2
     for name in a:
@@ -141,7 +145,8 @@ def test_only_runs_the_chosen_and_what_they_start_from(tmp_path, capsys):
     plan_path = _plan(tmp_path)
     rc = main(["reproduce", str(plan_path), "--results", str(tmp_path / "r"), "--only", "*-ttq-*"])
     assert rc == 0
-    assert sorted(p.name for p in (tmp_path / "r" / "tiny").iterdir()) == ["resnet20-adapt-s0", "resnet20-ttq-s0"]
+    runs = sorted(p.name for p in (tmp_path / "r" / "tiny").iterdir() if not p.name.startswith("."))
+    assert runs == ["resnet20-adapt-s0", "resnet20-ttq-s0"]  # (.runner.lock: the runner's lock file)
     capsys.readouterr()
     assert main(["reproduce", str(plan_path), "--results", str(tmp_path / "r"), "--status"]) == 0
     status = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()}
@@ -165,3 +170,65 @@ def test_the_committed_plans_load_and_give_ttq_and_twn_one_recipe():
                      and r.settings.get("scale_lr") in (None, 0.001)) for m in ("ttq", "twn")}
     assert lrs["ttq"] == lrs["twn"] == [0.02, 0.05, 0.1]
     assert all(r.settings["holdout"] == 5000 for r in search.runs)
+
+
+def test_a_second_runner_on_the_same_plan_is_refused_and_status_sees_the_first(tmp_path, capsys):
+    """A real `ttq reproduce` process holds the plan: a second runner is refused, naming the first's process,
+    and `--status` shows the first one's run as running; once the first is killed (SIGKILL: the kernel drops
+    its lock) the status says stopped and a new runner could start."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ttq_lib.reproduction.plan_lock import PlanBusy
+
+    plan_path = _plan(tmp_path, TINY.replace("epochs = 2", "epochs = 400", 1))  # an adapt run that lasts
+    results = tmp_path / "results"
+    args = ["reproduce", str(plan_path), "--results", str(results), "--only", "resnet20-adapt-s0"]
+    first = subprocess.Popen([sys.executable, "-m", "ttq_lib.cli", *args], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        state = results / "tiny" / ".runner.json"
+        for _ in range(1200):  # until the first runner has started its training
+            if state.is_file() and json.loads(state.read_text())["running"]:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the first runner never started its run")
+        with pytest.raises(PlanBusy, match=rf"is being run by another `ttq reproduce` \(process {first.pid}\)"):
+            Runner(load_plan(plan_path), results, only=["resnet20-adapt-s0"], log=lambda line: None).run()
+        assert main(args + ["--status"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0] == f"(another `ttq reproduce`, process {first.pid}, is running this plan)"
+        assert out[1].split()[:2] == ["resnet20-adapt-s0", "running"], out
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the runner, as a crash would
+        first.wait()
+    # Its training runs in a session of its own (out of reach of that kill): the kernel must end it too
+    # (PR_SET_PDEATHSIG), or it would train on beside the next runner's training of the same folder.
+    for _ in range(600):
+        if not _processes_naming(results):
+            break
+        time.sleep(0.1)
+    else:
+        pids = _processes_naming(results)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"the training outlived its killed runner: processes {pids}")
+    assert main(args + ["--status"]) == 0
+    out = capsys.readouterr().out
+    assert "is running this plan" not in out and out.split()[:2] == ["resnet20-adapt-s0", "stopped"], out
+
+
+def _processes_naming(path: Path) -> list[int]:
+    """The processes whose command line mentions ``path`` (read from /proc)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(path).encode() in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:  # it ended meanwhile
+                pass
+    return pids

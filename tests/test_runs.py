@@ -43,7 +43,7 @@ def test_run_summary_complete_in_progress_and_not_started(fake_repo):
 
 def test_default_run_dir_prefers_a_complete_cpu_run(fake_repo):
     root = fake_repo
-    cpu, gpu = (root / c for c in runs.RUN_CANDIDATES)
+    lr01, cpu, gpu = (root / c for c in runs.RUN_CANDIDATES)
     with pytest.raises(FileNotFoundError):
         runs.default_run_dir(root)
     _write_run(gpu)
@@ -51,6 +51,8 @@ def test_default_run_dir_prefers_a_complete_cpu_run(fake_repo):
     assert runs.default_run_dir(root) == gpu  # the CPU run is still in progress
     (cpu / "metrics.json").write_text("{}")
     assert runs.default_run_dir(root) == cpu
+    _write_run(lr01, epochs=12, done=12, complete=True)
+    assert runs.default_run_dir(root) == lr01  # the lr 0.1 run, where the scales move, comes first
 
 
 def test_layer_series_network_shares_and_pick_layers(history_rows):
@@ -80,3 +82,21 @@ def test_start_row_rebuilds_epoch_zero(fake_repo):
     (run / "config.json").write_text(json.dumps({"model": "resnet20", "method": "ttq", "init": "nowhere/x.th"}))
     assert runs.start_row(run, root) is None
     assert workbook.resolve_start_checkpoint(None, root) is None
+
+
+def test_reproduction_table_uses_the_plan_once_a_run_finished(fake_repo):
+    root = fake_repo
+    _write_run(root / "results/cpu-resnet20/fp", method="fp", done=2)
+    _write_run(root / "results/cpu-resnet20/ttq", done=3)
+    empty = runs.reproduction_table(root)
+    assert empty["finished"] == 0 and empty["markdown"] is None and empty["fallback"] == "results/cpu-resnet20"
+    assert [(r["run"], r["method"], r["test_acc"]) for r in empty["fallback_rows"]] == [
+        ("cpu-resnet20/fp", "fp", 51.0), ("cpu-resnet20/ttq", "ttq", 52.0)]
+    _write_run(root / "results/cifar10/resnet20-adapt-s0", method="fp", epochs=2, done=1, complete=False)
+    assert runs.reproduction_table(root)["finished"] == 0   # a run still going is not a result
+    (root / "results/cifar10/resnet20-adapt-s0/metrics.json").write_text(json.dumps(
+        {"model": "resnet20", "method": "fp", "test_accuracy": 87.0, "seed": 0, "epochs": 2}))
+    table = runs.reproduction_table(root)
+    assert table["finished"] == 1 and table["fallback_rows"] is None
+    row = next(line for line in table["markdown"].splitlines() if line.startswith("| ResNet-20"))
+    assert "13.00 (n=1)" in row and "8.23" in row   # our FP error beside the paper's

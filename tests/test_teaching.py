@@ -1,4 +1,6 @@
-"""ttq_lib.course: threshold statistics (notebook 01), gradient aids (notebook 02), exercise checks."""
+"""ttq_lib.course: threshold statistics and the accuracy sweep (notebook 01), gradient aids (notebook 02),
+exercise checks."""
+import copy
 import math
 import subprocess
 import sys
@@ -129,3 +131,76 @@ def test_check_exercise_fails_a_wrong_answer_under_python_O():
                          check=False)
     assert out.returncode == 3, out.stdout + out.stderr
     assert out.stdout.strip() == "ExerciseMismatch case 0, output 0: max difference 2 from ttq_lib's answer"
+
+
+def test_check_exercise_not_attempted_and_grading(monkeypatch):
+    ref = lambda x: x * 2  # noqa: E731
+    cases = [(torch.tensor([1.0, 2.0]),)]
+
+    def stub(x):  # what nbgrader's release leaves in the answer cell
+        raise NotImplementedError()
+
+    monkeypatch.delenv(exercises.ENV_GRADING, raising=False)
+    assert exercises.check_exercise(stub, ref, cases) == exercises.NOT_ATTEMPTED
+    monkeypatch.setenv(exercises.ENV_GRADING, "1")  # ttq-course autograde: a blank answer earns nothing
+    with pytest.raises(exercises.ExerciseNotAttempted, match="TTQ_GRADING"):
+        exercises.check_exercise(stub, ref, cases)
+    with pytest.raises(exercises.ExerciseNotAttempted):
+        exercises.check_property(lambda x: None, lambda got, x: None, cases)
+    assert exercises.check_exercise(lambda x: x + x, ref, cases).startswith("correct")
+    with pytest.raises(ValueError, match="cases is empty"):
+        exercises.check_exercise(lambda x: x, ref, [])
+
+
+def test_zero_share_problem_accepts_any_threshold_with_the_asked_share():
+    w = torch.tensor([0.3, -0.1, 0.2, -0.4, 0.05])  # |w| sorted: 0.05, 0.1, 0.2, 0.3, 0.4
+    # r = 0.4 asks for 2 of 5 zeros: any delta in [0.1, 0.2) is right, whatever rounding a library uses
+    for delta in (0.1, 0.15, 0.1999):
+        assert threshold_stats.zero_share_problem(delta, w, 0.4) is None
+    assert "a share 0.6000 of the 5 weights is zero (3 weights), not r = 0.4 (2 weights" in \
+        threshold_stats.zero_share_problem(0.2, w, 0.4)
+    assert threshold_stats.zero_share_problem(0.09, w, 0.4) is not None  # 1 zero
+    assert threshold_stats.zero_share_problem(0.0, w, 0.0) is None
+    assert "must be a number" in threshold_stats.zero_share_problem("x", w, 0.4)
+    # 9216 weights, r = 0.1 -> 921.6 zeros: 921 and 922 are both right, 919 is not
+    big = torch.randn(9216, generator=torch.Generator().manual_seed(0))
+    a = big.abs().sort().values
+    assert threshold_stats.zero_share_problem(a[920], big, 0.1) is None        # 921 zeros
+    assert threshold_stats.zero_share_problem(a[921], big, 0.1) is None        # 922 zeros
+    assert threshold_stats.zero_share_problem(a[918], big, 0.1) is not None    # 919 zeros: 2.6 weights off
+    with pytest.raises(exercises.ExerciseMismatch, match="case 0: with your threshold"):
+        exercises.check_property(lambda w, r: float(w.abs().max()), threshold_stats.zero_share_problem, [(big, 0.3)])
+
+
+def test_accuracy_sweep_on_the_pretrained_resnet20(resnet20_th, cifar):
+    """Notebook 01, section 7, on 200 real test images: every point ternarizes, recalibrates and scores."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ttq_lib.course import sweep_plots, threshold_sweep
+
+    model, meta = ttq_lib.load_model(resnet20_th)
+    sub = cifar.subset(None, 100, seed=0)
+    first = threshold_sweep.ternary_point(model, sub, meta["mean"], meta["std"], t=0.05, recal_images=128,
+                                          before=True)
+    assert first["accuracy_before"] <= 20 < 35 <= first["accuracy"]  # collapse, then batch norm brings it back
+    assert first["t_equiv"] == pytest.approx(0.05, abs=1e-6)
+    assert not any(isinstance(m, ttq_lib.TernaryConv2d) for m in model.modules())
+    sweep = threshold_sweep.accuracy_sweep(model, sub, meta["mean"], meta["std"], ts=(0.05,), rs=(0.4,),
+                                           recal_images=128)
+    assert sweep["t"][0]["accuracy"] == first["accuracy"]  # same calibration images, same model: deterministic
+    assert sweep["r"][0]["zero"] == pytest.approx(0.4, abs=1e-3)  # the fixed-sparsity rule over all layers
+    twn = sweep["twn"]
+    stats = ttq_lib.layer_stats(ttq_lib.ternarize_model(copy.deepcopy(model), method="twn"))
+    assert twn["zero"] == pytest.approx(sum(r["zero"] * r["numel"] for r in stats) / sum(r["numel"] for r in stats))
+    assert sweep["fp"] > 80 and sweep["test_images"] == 100
+    plt.close("all")
+    ax_t, ax_r = sweep_plots.plot_accuracy_sweep(sweep)
+    labels = [t.get_text() for t in ax_r.get_legend().get_texts()]
+    assert "paper: best r 0.3-0.5 (after training)" in labels and any(lb.startswith("TWN") for lb in labels)
+    assert ax_t.get_xlabel().startswith("t") and ax_t.get_ylabel().startswith("test accuracy")
+    plt.close("all")
+    with pytest.raises(ValueError, match="recal_images"):
+        threshold_sweep.ternary_point(model, sub, meta["mean"], meta["std"], recal_images=0)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,7 +38,9 @@ class _DeprecatedInit(argparse.Action):
 def _add_train(sub) -> None:
     from .layers import SCALE_INITS
     from .models import DEPTHS
+    from .models.imagenet import IMAGENET_MODELS
     from .training.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig
+    from .training.imagenet_recipe import add_imagenet_arguments
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train or fine-tune a FP / TWN / TTQ CIFAR ResNet",
@@ -46,7 +49,8 @@ def _add_train(sub) -> None:
                                    "(SGD momentum 0.9, lr 0.1 /10 at epochs 82, 123, 150, batch 128, weight "
                                    "decay 2e-4, t = 0.05). The paper fine-tunes TTQ from a trained "
                                    "full-precision model: pass it with --start-from.")
-    p.add_argument("--model", default=d.model, choices=list(DEPTHS))
+    p.add_argument("--model", default=d.model, choices=[*DEPTHS, *IMAGENET_MODELS],
+                   help="a CIFAR ResNet; alexnet and resnet18 (torchvision's) need --dataset imagenet")
     p.add_argument("--method", default=d.method, choices=list(METHODS),
                    help="fp: full precision; twn: Ternary Weight Networks baseline; ttq: trained ternary")
     p.add_argument("--start-from", metavar="CHECKPOINT", default=None,
@@ -65,15 +69,23 @@ def _add_train(sub) -> None:
                    help="initial Wp, Wn: 1.0 as in the official code, or each region's mean |w|")
     p.add_argument("--quantize-first", action="store_true", help="also ternarize the first conv")
     p.add_argument("--quantize-last", action="store_true", help="also ternarize the last linear layer")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    # Options a recipe sets default to None here: CIFAR-10's value, or the ImageNet model's recipe (see
+    # IMAGENET_RECIPES); "%(default).0s" keeps the formatter from printing "(default: None)".
+    recipe = " (--dataset imagenet: the model's recipe, see README)%(default).0s"
+    p.add_argument("--epochs", type=int, default=None, help=f"default {d.epochs}{recipe}")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"the global batch, split among torchrun's processes; default {d.batch_size}{recipe}")
+    p.add_argument("--lr", type=float, default=None, help=f"default {d.lr}{recipe}")
+    p.add_argument("--momentum", type=float, default=None, help=f"default {d.momentum}{recipe}")
+    p.add_argument("--weight-decay", type=float, default=None, help=f"default {d.weight_decay}{recipe}")
     p.add_argument("--decay-scales", action="store_true",
                    help="apply weight decay to Wp, Wn too (the official script did, by its name filter)")
     p.add_argument("--schedule", default=d.schedule, choices=list(SCHEDULES))
-    p.add_argument("--milestones", default=",".join(map(str, d.milestones)), help="epochs where the step schedule divides lr by 10")
+    p.add_argument("--milestones", default=None,
+                   help=f"epochs where the step schedule multiplies lr by --lr-decay; default "
+                        f"{','.join(map(str, d.milestones))}{recipe}")
+    p.add_argument("--lr-decay", type=float, default=None, help=f"default {d.lr_decay}{recipe}")
+    add_imagenet_arguments(p.add_argument_group("ImageNet-style data and several processes (torchrun)"), recipe)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
@@ -105,27 +117,48 @@ def _add_train(sub) -> None:
 
 def cmd_train(args) -> int:
     from .training import TrainConfig, train
-    from .training.config import load_config
+    from .training.config import load_config, matches_saved_run
+    from .training.distributed import teardown
 
+    restarted = False  # by torchrun, after a process died
     if args.resume:
         if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
             raise ValueError(f"--resume {args.resume} continues the run in that folder; drop --out {args.out}")
         cfg = load_config(args.resume)
     else:
+        if args.out is None and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+            raise ValueError("several processes need one run folder: give --out DIR (the default name holds the "
+                             "time, which the processes would each read for themselves)")
         out = args.out or f"runs/{args.model}-{args.method}-{time.strftime('%Y%m%d-%H%M%S')}"
         cfg = TrainConfig(model=args.model, method=args.method, start_from=args.start_from, data=args.data, t=args.t,
                           sparsity=args.sparsity, scale_init=args.scale_init, keep_first=not args.quantize_first,
-                          keep_last=not args.quantize_last, epochs=args.epochs, batch_size=args.batch_size,
-                          lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                          decay_scales=args.decay_scales, schedule=args.schedule,
-                          milestones=[int(m) for m in args.milestones.split(",") if m.strip()],
-                          seed=args.seed, threads=args.threads, device=args.device,
+                          keep_last=not args.quantize_last, **_recipe(args), decay_scales=args.decay_scales,
+                          schedule=args.schedule, dataset=args.dataset, image_size=args.image_size,
+                          eval_resize=args.eval_resize, workers=args.workers, decode=args.decode,
+                          sync_bn=args.sync_bn, seed=args.seed, threads=args.threads, device=args.device,
                           train_subset=args.train_subset, test_subset=args.test_subset, holdout=args.holdout,
                           scale_lr=args.scale_lr, precision=args.precision, compile=args.compile,
                           channels_last=args.channels_last, log_every=args.log_every, out=out)
-    metrics = train(cfg, resume=bool(args.resume), overwrite=args.overwrite)
-    print(json.dumps(metrics, indent=2))
+        # torchrun --max-restarts N starts the same command again after a process died: continue the run it
+        # began, and only that one (the folder's config.json must be this command's).
+        if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) > 0 and matches_saved_run(cfg):
+            restarted = True
+    try:
+        metrics = train(cfg, resume=bool(args.resume) or restarted, overwrite=args.overwrite and not restarted)
+    finally:
+        teardown()  # leave torchrun's process group (a no-op for one process)
+    if metrics:  # rank 0 of several processes, or the only one
+        print(json.dumps(metrics, indent=2))
     return 0
+
+
+def _recipe(args) -> dict:
+    from .training.imagenet_recipe import RECIPE_FIELDS, recipe_values
+
+    given = {k: getattr(args, k) for k in RECIPE_FIELDS if getattr(args, k) is not None}
+    if "milestones" in given:
+        given["milestones"] = [int(m) for m in given["milestones"].split(",") if m.strip()]
+    return recipe_values(args.dataset, args.model, given)
 
 
 def _add_eval(sub) -> None:
@@ -258,6 +291,12 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--data", default=None, help="override the plan's data source (" + DATA_HELP + ")")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--status", action="store_true", help="print each run's state and stop")
+    p.add_argument("--export", metavar="DIR", default=None,
+                   help="instead of running, pack results/<plan>/ into DIR as a few checked files (parts of at most "
+                        "15 MiB and a manifest): how a GPU call's results travel home (scripts/device_reproduce.sh)")
+    p.add_argument("--import", dest="import_dir", metavar="DIR", default=None,
+                   help="instead of running, merge an --export from DIR into results/<plan>/: runs finished here "
+                        "are kept, new runs added, unfinished ones replaced where the incoming copy is further")
     p.set_defaults(func=cmd_reproduce)
 
 
@@ -266,6 +305,17 @@ def cmd_reproduce(args) -> int:
     from .reproduction.runner import Runner
 
     plan = load_plan(args.plan, data=args.data)
+    if args.export or args.import_dir:
+        from .reproduction.transfer import export_plan, import_plan
+
+        if args.export and args.import_dir:
+            raise ValueError("--export and --import go in opposite directions: give one of them")
+        if args.export:
+            for path in export_plan(Path(args.results) / plan.name, args.export):
+                print(f"{path} ({path.stat().st_size / 2 ** 20:.1f} MiB)")
+        else:
+            print("\n".join(import_plan(args.import_dir, args.results, plan.name)))
+        return 0
     runner = Runner(plan, args.results, jobs=args.jobs, only=args.only, device=args.device,
                     budget_s=None if args.budget_min is None else 60 * args.budget_min)
     if args.status:
@@ -289,16 +339,32 @@ def _add_table(sub) -> None:
                                    "in percentage points (negative = TTQ better) with a 95% Welch t interval; "
                                    "n/a (n=1) means one run on a side, so no interval. The verdict under each "
                                    "depth says whether the interval excludes 0. Runs of different recipes are "
-                                   "never averaged together: a depth gets one row per combination of recipes.")
-    p.add_argument("results_dir", metavar="RESULTS_DIR", help="a plan's results folder, e.g. results/cifar10")
+                                   "never averaged together: a depth gets one row per combination of recipes. "
+                                   "A learning-rate search (runs evaluated on --holdout images, e.g. "
+                                   "results/cifar10-lr-search) is shown as a search report instead: every recipe's "
+                                   "held-out accuracy, the best per method, and each other recipe's gap to it "
+                                   "with a 95% interval.")
+    p.add_argument("results_dir", metavar="RESULTS_DIR", nargs="?",
+                   help="a plan's results folder, e.g. results/cifar10")
     p.add_argument("--markdown", action="store_true", help="print a markdown table (for README and notebooks)")
+    p.add_argument("--update", metavar="FILE",
+                   help="instead of printing, rewrite every '<!-- ttq table PATH -->' ... '<!-- /ttq table -->' "
+                        "block of the markdown FILE (e.g. README.md) from PATH's results (relative to FILE)")
     p.set_defaults(func=cmd_table)
 
 
 def cmd_table(args) -> int:
-    from .reproduction.table import render_table
+    from .reproduction.report import render_plan, update_blocks
 
-    print(render_table(args.results_dir, markdown=args.markdown), end="")
+    if args.update:
+        if args.results_dir:
+            raise ValueError("--update FILE takes its results folders from FILE's blocks: drop RESULTS_DIR")
+        changed = update_blocks(args.update)
+        print(f"{args.update}: " + (f"updated {', '.join(changed)}" if changed else "every block is current"))
+        return 0
+    if not args.results_dir:
+        raise ValueError("give a plan's results folder (e.g. results/cifar10), or --update FILE")
+    print(render_plan(args.results_dir, markdown=args.markdown), end="")
     return 0
 
 

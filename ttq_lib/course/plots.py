@@ -24,6 +24,30 @@ from .threshold_stats import region_shares, threshold_sweep
 REGION_COLORS = {"neg": "tab:blue", "zero": "0.7", "pos": "tab:red"}
 
 
+def integer_epoch_ticks(*axes) -> None:
+    """Epochs are whole numbers: ticks only at integers (matplotlib would put them at 0.5, 1.5 for short runs)."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def layer_colorbar(axes, names: Sequence[str], cmap: str = "viridis", label: str = "ternary layer"):
+    """A colour bar for lines coloured by layer depth (first layer dark, last yellow), ticked with the first,
+    middle and last layer's names."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import Normalize
+
+    n = max(1, len(names) - 1)
+    sm = plt.cm.ScalarMappable(norm=Normalize(0, n), cmap=cmap)
+    axes = list(axes) if isinstance(axes, (list, tuple)) or hasattr(axes, "flat") else [axes]
+    bar = axes[0].figure.colorbar(sm, ax=axes, pad=0.01, label=label)
+    ticks = sorted({0, n // 2, n})
+    bar.set_ticks(ticks, labels=[names[i] for i in ticks] if names else [])
+    bar.ax.tick_params(labelsize=7)
+    return bar
+
+
 def _ax(ax, figsize=(7, 3.5)):
     import matplotlib.pyplot as plt
 
@@ -78,7 +102,8 @@ def plot_threshold_sweep(w: torch.Tensor, t: float = DEFAULT_T, ax=None, sweep: 
     t_twn = float(threshold_twn(w)) / wmax
     ax.axvline(t, color="k", lw=1, label=f"paper t = {t:g}")
     ax.axvline(t_twn, color="k", ls="--", lw=1, label=f"TWN ≙ t = {t_twn:.3f}")
-    ax.legend(fontsize=8, loc="upper center")
+    handles, labels = (sum(z, []) for z in zip(ax.get_legend_handles_labels(), ax2.get_legend_handles_labels()))
+    ax.legend(handles, labels, fontsize=8, loc="upper center")  # one legend, the zero-share curve included
     return ax
 
 
@@ -134,6 +159,7 @@ def plot_toy_fit(fits: dict[str, dict], targets: tuple[float, float] | None = No
             ax.axhline(targets[1], color="tab:blue", ls=":", lw=1, label=f"best Wn ≈ {targets[1]:g}")
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("gradient step")
+        ax.set_ylabel("scale value")
         ax.legend(fontsize=8)
     return axes
 
@@ -177,16 +203,23 @@ def show_images(x: torch.Tensor, y: torch.Tensor | None = None, classes: Sequenc
     return ax
 
 
-def plot_histories(histories: dict[str, Sequence[dict]], paper: dict[str, float] | None = None, axes=None):
+def plot_histories(histories: dict[str, Sequence[dict]], paper: dict[str, float] | None = None, axes=None,
+                   start_acc: dict[str, float] | None = None):
     """Test accuracy and training loss against the epoch for several runs (``history.jsonl`` rows);
-    ``paper`` maps a label to an accuracy drawn as a horizontal line."""
+    ``paper`` maps a label to an accuracy drawn as a horizontal line; ``start_acc`` maps a run's label to its
+    test accuracy before training, drawn at epoch 0 (the history starts after the first epoch)."""
     import matplotlib.pyplot as plt
 
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(11, 3.5))
     for label, hist in histories.items():
         epochs = [r["epoch"] for r in hist]
-        axes[0].plot(epochs, [r["test_acc"] for r in hist], marker="o", ms=3, label=label)
+        accs = [r["test_acc"] for r in hist]
+        if start_acc and label in start_acc:
+            epochs_acc, accs = [0] + epochs, [start_acc[label]] + accs
+        else:
+            epochs_acc = epochs
+        axes[0].plot(epochs_acc, accs, marker="o", ms=3, label=label)
         axes[1].plot(epochs, [r["train_loss"] for r in hist], marker="o", ms=3, label=label)
     for i, (label, acc) in enumerate((paper or {}).items()):
         axes[0].axhline(acc, color="k", ls=(":", "--", "-.")[i % 3], lw=1, label=label)
@@ -195,6 +228,7 @@ def plot_histories(histories: dict[str, Sequence[dict]], paper: dict[str, float]
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)
+    integer_epoch_ticks(*axes)
     return axes
 
 
@@ -220,7 +254,7 @@ def plot_grouped_bars(groups: dict[str, dict[str, float]], ax=None, ylabel: str 
 
 
 def plot_scales(history: Sequence[dict], start: dict | None = None, axes=None, cmap: str = "viridis"):
-    """Wp (left) and Wn (right) of every ternary layer against the epoch, coloured by depth."""
+    """Wp (left) and Wn (right) of every ternary layer against the epoch, coloured by depth (colour bar)."""
     import matplotlib.pyplot as plt
 
     rows = ([start] if start else []) + list(history)
@@ -232,12 +266,13 @@ def plot_scales(history: Sequence[dict], start: dict | None = None, axes=None, c
         c = colors(i / max(1, len(names) - 1))
         for ax, key in zip(axes, ("wp", "wn")):
             xs, ys = layer_series(rows, name, key)
-            ax.plot(xs, ys, color=c, lw=1.2, label=name if i in (0, len(names) - 1) else None)
+            ax.plot(xs, ys, color=c, lw=1.2)
     for ax, key in zip(axes, ("Wp", "Wn")):
-        ax.set_title(f"{key} per layer (dark: first, yellow: last)", fontsize=10)
+        ax.set_title(f"{key} per layer", fontsize=10)
         ax.set_xlabel("epoch")
-        ax.legend(fontsize=8)
     axes[0].set_ylabel("scale")
+    integer_epoch_ticks(*axes)
+    layer_colorbar(list(axes), names, cmap)
     return axes
 
 
@@ -260,6 +295,7 @@ def plot_shares(history: Sequence[dict], layers: dict[str, str], start: dict | N
         ax.set_xlabel("epoch")
         ax.set_ylim(0, 1)
         ax.set_xlim(xs[0], xs[-1])
+    integer_epoch_ticks(*axes)
     axes[0].set_ylabel("share of weights")
     axes[-1].legend(fontsize=8, loc="lower right")
     return axes

@@ -13,15 +13,18 @@ from typing import Sequence
 
 from ..convert import layer_stats
 from ..reproduction.paper import PAPER_CIFAR10_ERROR  # defined there once; kept in __all__ for notebook 03
+from ..reproduction.table import render_markdown, table_rows
 from ..training.config import TrainConfig, build
 from ..training.history import read_history, weight_histograms
 from .workbook import find_repo_root, resolve_start_checkpoint
 
 __all__ = ["RUN_CANDIDATES", "PAPER_CIFAR10_ERROR", "OFFICIAL_LOG_SCALES", "default_run_dir", "run_summary",
-           "results_summary", "run_config", "start_row", "pick_layers"]
+           "results_summary", "run_config", "start_row", "pick_layers", "group_runs", "reproduction_table"]
 
-#: Runs tried, in order, by :func:`default_run_dir`: the CPU reproduction once it is complete, else the GPU run.
-RUN_CANDIDATES = ("results/cpu-resnet20/ttq", "results/gpu-resnet20/ttq-from-pretrained-10ep")
+#: Runs tried, in order, by :func:`default_run_dir`: the CPU TTQ run at the official lr 0.1 (where the scales and
+#: shares visibly move), then the one at lr 0.02, each once complete, else the GPU run.
+RUN_CANDIDATES = ("results/cpu-resnet20/ttq-lr0.1", "results/cpu-resnet20/ttq",
+                  "results/gpu-resnet20/ttq-from-pretrained-10ep")
 #: (Wp, Wn) per layer role at the last epoch (400) of the authors' released ResNet-20 training log of the official
 #: TensorFlow code: github.com/czhu95/ternarynet, examples/Ternary-Net/train_log/cifar10-resnet-20-finetune.log
 #: (layers res1.0/conv1, res3.2/conv2 and linear; e.g. res1.0/conv1/Wp:0: 0.6424, Wn:0: 0.72847), rounded.
@@ -121,3 +124,33 @@ def pick_layers(names: Sequence[str]) -> dict[str, str]:
         out["last conv"] = convs[-1]
     out.update({"linear": n for n in names if "linear" in n})
     return out
+
+
+def group_runs(root: str | os.PathLike | None = None, group: str = "cpu-resnet20") -> list[dict]:
+    """:func:`run_summary` of every run in ``results/<group>/``, with its learning rate, schedule and Wp / Wn
+    start (a stopped run's ``STOPPED`` file says why it was given up)."""
+    root = find_repo_root(root)
+    rows = []
+    for run in sorted(p.parent for p in (root / "results" / group).glob("*/config.json")):
+        cfg = run_config(run)
+        rows.append({**run_summary(run, root), "lr": cfg.lr, "schedule": cfg.schedule, "scale_init": cfg.scale_init})
+    return rows
+
+
+def reproduction_table(root: str | os.PathLike | None = None, plan: str = "cifar10",
+                       fallback: str = "cpu-resnet20") -> dict:
+    """The reproduction table for notebook 03, from whatever ``results/<plan>/`` holds now.
+
+    With at least one finished run there: ``{"source": "results/<plan>", "finished": n, "markdown": ...}``, the
+    markdown of :func:`ttq_lib.reproduction.table.render_markdown` (mean +- std over seeds per depth, the
+    paper beside it, differences with intervals).  Otherwise ``finished`` is 0, ``markdown`` is None and
+    ``fallback_rows`` holds :func:`group_runs` of ``results/<fallback>/`` (the committed single-seed runs).
+    """
+    root = find_repo_root(root)
+    plan_dir = root / "results" / plan
+    finished = len(list(plan_dir.glob("*/metrics.json"))) if plan_dir.is_dir() else 0
+    if finished:
+        return {"source": f"results/{plan}", "finished": finished, "markdown": render_markdown(table_rows(plan_dir)),
+                "fallback_rows": None}
+    return {"source": f"results/{plan}", "finished": 0, "markdown": None,
+            "fallback_rows": group_runs(root, fallback), "fallback": f"results/{fallback}"}

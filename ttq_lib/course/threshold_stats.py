@@ -16,7 +16,7 @@ from ..quantizers import code_shares, region_means, scale_codes, ternary_codes
 from ..thresholds import DEFAULT_T, check_weight, threshold_max, threshold_sparsity, threshold_twn
 
 __all__ = ["region_shares", "region_means", "ternary_approximation", "ternary_error", "threshold_sweep",
-           "rule_summary"]
+           "rule_summary", "zero_share_problem"]
 
 
 @torch.no_grad()
@@ -81,3 +81,24 @@ def rule_summary(w: torch.Tensor, t: float = DEFAULT_T, sparsities: Sequence[flo
         rows.append({"rule": name, "threshold": float(d), "t_equiv": float(d) / wmax, **region_shares(w, d),
                      "wp": wp, "wn": wn, "error": ternary_error(w, d)})
     return rows
+
+
+@torch.no_grad()
+def zero_share_problem(delta, w: torch.Tensor, r: float) -> str | None:
+    """What is wrong with ``delta`` as a threshold that zeroes a share ``r`` of ``w``, or None if nothing.
+
+    The fixed-sparsity rule asks for a share r of weights with ``|w| <= delta``; with n weights a share can
+    only move in steps of 1/n, so a threshold is right when its number of zeros differs from ``r * n`` by less
+    than one weight: exactly ``r * n`` when that is a whole number, else the count just below or just above it
+    (the check of notebook 01's exercise: it asks what the exercise states, not for one rounding convention).
+    """
+    try:
+        d = float(delta)
+    except (TypeError, ValueError):
+        return f"the threshold must be a number (or a 0-dim tensor), got {type(delta).__name__}"
+    a = w.detach().abs().flatten()
+    zeros = int((a <= d).sum())
+    if abs(zeros - r * a.numel()) >= 1 - 1e-9:
+        return (f"with your threshold {d:.6g}, a share {zeros / a.numel():.4f} of the {a.numel()} weights is zero "
+                f"({zeros} weights), not r = {r} ({r * a.numel():g} weights, to within less than one)")
+    return None

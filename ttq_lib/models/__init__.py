@@ -6,6 +6,7 @@ from .._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".cifar_resnet": ("DEPTHS", "CifarResNet", "build_cifar_resnet", "resnet20", "resnet32", "resnet44", "resnet56"),
+    ".imagenet": ("IMAGENET_MODELS", "build_imagenet_model", "imagenet_arch"),
     ".normalization": ("IMAGENET_MEAN", "IMAGENET_STD", "CIFAR10_MEAN", "CIFAR10_STD"),
     ".registry": ("TORCHVISION_PREFIX", "UnknownArchitectureError", "build_model", "known_architectures"),
 })

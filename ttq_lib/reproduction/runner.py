@@ -8,11 +8,13 @@ where the previous stopped.
 
 Time budget: no run is started that could not finish one epoch before the budget ends; a run whose next epoch
 would not fit is stopped right after it commits an epoch; at the budget's end, less a safety margin, every
-run still going is stopped (it loses at most its uncommitted epoch).  CPU threads are split between the jobs
-(``OMP_NUM_THREADS``); on a GPU the jobs share the card.
+run still going is stopped (it loses at most its uncommitted epoch).  CPU threads are split between the runs
+going at once (``OMP_NUM_THREADS``): a run started while fewer than ``jobs`` runs can go (the adaptation run
+every other run waits for) gets the cores of the idle slots too.  On a GPU the jobs share the card.
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import fnmatch
 import os
@@ -26,9 +28,12 @@ from pathlib import Path
 from ..training.config import CONFIG_FILE, TrainConfig, load_config, save_config
 from ..training.history import read_history
 from .plan import Plan, PlannedRun
+from .plan_lock import PlanLock, other_runner
 
-# Execution settings: they may differ between the calls that run one plan, results do not depend on them.
-_EXECUTION = {"out", "threads", "device"}
+# Execution settings: they may differ between the calls that run one plan (a CPU session, then a GPU call).
+# The recipe does not depend on them; the last bits of the floats may (thread count, memory format and compiled
+# kernels change the order of summation), as they do between any two machines.
+_EXECUTION = {"out", "threads", "device", "log_every", "compile", "channels_last"}
 
 
 @dataclass
@@ -81,6 +86,7 @@ class Runner:
         self.failed: dict[str, str] = {}
         self.stopped: set[str] = set()
         self._committed: dict[str, int] = {}
+        self._holding = False  # this runner holds the plan's lock (see plan_lock)
 
     def _select(self, only: list[str] | None) -> list[PlannedRun]:
         if not only:
@@ -101,9 +107,9 @@ class Runner:
     def folder(self, run: PlannedRun) -> Path:
         return run_dir(self.results, self.plan, run)
 
-    def status(self, run: PlannedRun) -> Progress:
+    def status(self, run: PlannedRun, elsewhere: frozenset = frozenset()) -> Progress:
         p = progress(self.folder(run), self.config(run, check=False).epochs)
-        if run.name in self.procs:
+        if run.name in self.procs or run.name in elsewhere:
             p.status = "running"
         elif run.name in self.failed:
             p.status = "failed"
@@ -136,12 +142,17 @@ class Runner:
     def report(self) -> list[str]:
         """One line per selected run: done, running, epoch k/n, queued, waiting, failed."""
         lines = []
+        width = max(len(run.name) for run in self.selected)  # search runs have long names
+        other = None if self._holding else other_runner(self.results / self.plan.name)
+        elsewhere = frozenset(other["running"]) if other else frozenset()
+        if other:
+            lines.append(f"(another `ttq reproduce`, process {other['pid']}, is running this plan)")
         for run in self.selected:
-            p = self.status(run)
+            p = self.status(run, elsewhere)
             what = {"done": "done", "running": "running", "failed": "FAILED", "waiting": f"waiting for {run.after}",
                     "new": "queued", "partial": "stopped"}[p.status]
             eta = f", {p.epoch_s:.0f} s/epoch" if p.epoch_s else ""
-            lines.append(f"{run.name:32s} {what:24s} epoch {p.epochs_done}/{p.epochs}{eta}")
+            lines.append(f"{run.name:{width}s}  {what:24s} epoch {p.epochs_done}/{p.epochs}{eta}")
         return lines
 
     # ----- running
@@ -153,10 +164,12 @@ class Runner:
             folder.mkdir(parents=True, exist_ok=True)
             save_config(cfg, folder)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        parent, prctl = os.getpid(), _prctl()
         with open(folder / "train.log", "ab") as log:
             self.procs[run.name] = subprocess.Popen(
                 [sys.executable, "-m", "ttq_lib.cli", "train", "--resume", str(folder)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                preexec_fn=None if prctl is None else lambda: _die_with(parent, prctl))
         self._committed[run.name] = progress(folder, cfg.epochs).epochs_done
         self.log(f"{run.name}: started ({threads} CPU thread(s), log {folder / 'train.log'})")
 
@@ -192,9 +205,16 @@ class Runner:
         failed runs (0 also when the budget stopped the plan early: call again to continue)."""
         for run in self.selected:
             self.config(run)  # a changed plan or a missing pretrained file stops us before anything runs
+        with PlanLock(self.results / self.plan.name) as lock:
+            self._holding = True
+            try:
+                return self._run(lock)
+            finally:
+                self._holding = False
+
+    def _run(self, lock: PlanLock) -> int:
         t0 = time.time()
         deadline = None if self.budget_s is None else t0 + self.budget_s - self.margin_s
-        threads = max(1, (os.cpu_count() or 1) // self.jobs)
         previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             while True:
@@ -208,8 +228,16 @@ class Runner:
                             self.failed[name] = str(self.folder(run) / "train.log")
                             self.log(f"{name}: FAILED with exit status {proc.returncode}; see {self.failed[name]}")
                 self._stop_before_the_deadline(deadline)
-                for run in self._runnable(deadline)[: self.jobs - len(self.procs)]:
+                runnable = self._runnable(deadline)
+                # New runnable runs appear only when a run finishes, so a run given the idle slots' cores never
+                # shares them with a later start: the cores are never oversubscribed.  A run that has written its
+                # metrics.json is only exiting: it no longer counts as using cores.
+                going = sum(not (self.folder(self.plan.run(n)) / "metrics.json").is_file() for n in self.procs)
+                threads = max(1, (os.cpu_count() or 1) // max(1, min(self.jobs, going + len(runnable))))
+                for run in runnable[: self.jobs - len(self.procs)]:
                     self._start(run, threads)
+                if sorted(self.procs) != lock.recorded:
+                    lock.running(list(self.procs))
                 if not self.procs:
                     break
                 time.sleep(self.poll_s)
@@ -244,6 +272,28 @@ class Runner:
                     continue
             if now >= deadline:
                 self._stop(name, "the budget is spent")
+
+
+def _prctl():
+    """Linux's prctl, looked up in the runner (not in the forked child, where loading a library is unsafe)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _die_with(parent: int, prctl) -> None:
+    """In a training's process, before it starts: get SIGTERM when the runner dies.
+
+    The trainings run in their own sessions (Ctrl-C at the terminal reaches the runner, which stops them at an
+    epoch boundary), so a runner killed outright (SIGKILL, a lost machine) would leave them training on with
+    nobody to stop them, and a later runner would start a second training in the same folder.  With
+    PR_SET_PDEATHSIG the kernel sends each one SIGTERM instead, which stops it like the runner's own stop."""
+    prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the runner died before the line above took effect
+        os._exit(1)
 
 
 def _interrupt(signum, frame):

@@ -1,9 +1,9 @@
 """The reproduction table: per depth, the paper's CIFAR-10 test errors beside ours, over seeds, with intervals.
 
-A plan's results folder, ``results/<plan>/``, holds one folder per run.  A run is finished when its folder holds
-``metrics.json`` (``model``, ``method``, ``test_accuracy`` and, from the runner, ``seed`` and ``recipe``); a
-folder with only ``config.json`` is unfinished: it is counted ("2 unfinished") and never averaged.  Old metrics
-without ``seed`` take it from ``config.json``; a ``recipe`` in neither file is taken to be the method.
+Runs are read by :mod:`.plan_results` (which files make a finished run).  This table compares test errors
+only: a plan whose runs were evaluated on held-out training images (``--holdout``, a learning-rate search) is
+refused here and reported by :mod:`.search`; a plan mixing the two splits is refused by both.  Unfinished runs
+are counted ("2 unfinished") and never averaged.
 
 Grouping (so that different recipes are never averaged together): runs are grouped by (model, method, recipe);
 a recipe whose runs ran different numbers of epochs is split further ("ttq (12 epochs)").  When a depth has
@@ -21,111 +21,19 @@ TTQ - FP and TTQ - TWN in percentage points of error (negative: TTQ better) with
 from __future__ import annotations
 
 import itertools
-import json
 import os
-import re
-from pathlib import Path
 
 from .paper import PAPER_CIFAR10_ERROR, paper_error
+from .plan_results import METHODS, NAMES, check_one_split, depth, read_runs
 from .stats import mean, sample_std, welch_interval
 
-__all__ = ["METHODS", "read_runs", "table_rows", "render_markdown", "render_text", "render_table"]
+__all__ = ["table_rows", "render_markdown", "render_text", "render_table", "format_grid"]
 
-METHODS = ("fp", "ttq", "twn")
-NAMES = {"fp": "FP", "ttq": "TTQ", "twn": "TWN"}
 COMPARISONS = (("ttq", "fp"), ("ttq", "twn"))  # (first, second): the column shows first - second
-LAYOUT = ("results/<plan>/ holds one folder per run, each with config.json and, once the run is finished, "
-          "metrics.json")
-
-
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); fix or remove that run folder") from None
-
-
-def _depth(model: str) -> tuple[int, str]:
-    digits = re.findall(r"\d+", model)
-    return (int(digits[-1]) if digits else 10 ** 9, model)
-
-
-def _run_folders(plan: Path) -> list[Path]:
-    if not plan.exists():
-        raise FileNotFoundError(f"{plan} does not exist: `ttq table` reads a plan's results folder ({LAYOUT})")
-    if not plan.is_dir():
-        raise ValueError(f"{plan} is not a folder: pass a plan's results folder ({LAYOUT})")
-    folders = [d for d in sorted(plan.iterdir())
-               if d.is_dir() and ((d / "metrics.json").is_file() or (d / "config.json").is_file())]
-    if not folders:
-        # A common slip is passing results/ itself: point at the plan folders inside it.
-        plans = [d for d in sorted(plan.iterdir()) if d.is_dir() and any(d.glob("*/config.json"))]
-        hint = f"; it holds plan folders, pass one of them: {', '.join(str(p) for p in plans)}" if plans else ""
-        raise ValueError(f"{plan} holds no run folders ({LAYOUT}){hint}")
-    return folders
-
-
-def read_runs(plan_dir: str | os.PathLike) -> tuple[list[dict], list[dict]]:
-    """(finished, unfinished) runs of a plan's results folder, one dict per run folder.
-
-    A finished run: ``run`` (folder name), ``model``, ``method``, ``recipe``, ``seed`` (None if nowhere
-    recorded), ``epochs`` and ``test_error`` (%).  An unfinished run: ``run``, ``model``, ``method``.
-    """
-    finished, unfinished = [], []
-    for folder in _run_folders(Path(plan_dir)):
-        metrics, config = _read_json(folder / "metrics.json"), _read_json(folder / "config.json") or {}
-        source = metrics if metrics is not None else config
-        where = folder / ("metrics.json" if metrics is not None else "config.json")
-        missing = [k for k in ("model", "method") + (("test_accuracy",) if metrics is not None else ())
-                   if source.get(k) is None]
-        if missing:
-            raise ValueError(f"{where} lacks {', '.join(missing)}: it is not a run written by `ttq train`; "
-                             "move it out of the plan folder")
-        if source["method"] not in METHODS:
-            raise ValueError(f"{where}: method {source['method']!r} has no column in the table "
-                             f"({', '.join(METHODS)}); move that run out of the plan folder")
-        run = {"run": folder.name, "model": source["model"], "method": source["method"]}
-        if metrics is None:
-            unfinished.append(run)
-            continue
-        run.update(recipe=metrics.get("recipe") or config.get("recipe") or metrics["method"],
-                   seed=metrics.get("seed", config.get("seed")),
-                   epochs=metrics.get("epochs", config.get("epochs")),
-                   test_error=100.0 - float(metrics["test_accuracy"]))
-        finished.append(run)
-    _split_by_epochs(finished)
-    _check_seeds(finished)
-    return finished, unfinished
-
-
-def _split_by_epochs(runs: list[dict]) -> None:
-    """Rename the recipe of runs that share a recipe name but not their epochs: "ttq" -> "ttq (12 epochs)"."""
-    epochs: dict[tuple, set] = {}
-    for r in runs:
-        epochs.setdefault((r["model"], r["method"], r["recipe"]), set()).add(r["epochs"])
-    for r in runs:
-        if len(epochs[(r["model"], r["method"], r["recipe"])]) > 1:
-            r["recipe"] = f"{r['recipe']} ({r['epochs'] if r['epochs'] is not None else 'unknown'} epochs)"
-
-
-def _check_seeds(runs: list[dict]) -> None:
-    seen: dict[tuple, str] = {}
-    for r in runs:
-        if r["seed"] is None:
-            continue
-        key = (r["model"], r["method"], r["recipe"], r["seed"])
-        if key in seen:
-            raise ValueError(
-                f"runs {seen[key]} and {r['run']} are both {r['model']} {r['method']}, recipe {r['recipe']!r}, seed "
-                f"{r['seed']}: a seed counts once. If they are different recipes, write \"recipe\" into their "
-                "metrics.json; if one repeats the other, move it out of the plan folder")
-        seen[key] = r["run"]
 
 
 def _group(runs: list[dict], unfinished: int) -> dict:
-    errors = [r["test_error"] for r in runs]
+    errors = [r["error"] for r in runs]
     return {"recipe": runs[0]["recipe"] if runs else None, "n": len(runs), "unfinished": unfinished,
             "mean": mean(errors) if errors else None, "std": sample_std(errors) if len(errors) > 1 else None,
             "errors": errors, "seeds": [r["seed"] for r in runs], "runs": [r["run"] for r in runs]}
@@ -171,14 +79,15 @@ def table_rows(plan_dir: str | os.PathLike, confidence: float = 0.95) -> list[di
     ``verdict``, the comparisons in one line.
     """
     finished, unfinished = read_runs(plan_dir)
+    check_one_split(finished, "test", plan_dir)
     rows = []
-    for model in sorted(set(PAPER_CIFAR10_ERROR) | {r["model"] for r in finished + unfinished}, key=_depth):
+    for model in sorted(set(PAPER_CIFAR10_ERROR) | {r["model"] for r in finished + unfinished}, key=depth):
         mine = [r for r in finished if r["model"] == model]
         recipes = {m: sorted({r["recipe"] for r in mine if r["method"] == m}) or [None] for m in METHODS}
         combos = list(itertools.product(*recipes.values()))
         for combo in combos:
             chosen = dict(zip(METHODS, combo))
-            label = f"ResNet-{_depth(model)[0]}" if model.startswith("resnet") else model
+            label = f"ResNet-{depth(model)[0]}" if model.startswith("resnet") else model
             varying = [chosen[m] for m in METHODS if len(recipes[m]) > 1]
             row = {"model": model, "label": label + (f" ({', '.join(varying)})" if varying else ""),
                    "recipes": chosen}
@@ -237,28 +146,32 @@ def _verdicts(rows: list[dict]) -> list[str]:
     return [f"{r['label']}: {r['verdict']}." for r in rows]
 
 
+def format_grid(header: list[str], body: list[list[str]], markdown: bool) -> list[str]:
+    """A table as markdown lines, or as aligned plain-text lines (ASCII only) for the terminal."""
+    if markdown:
+        return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                + ["| " + " | ".join(row) + " |" for row in body])
+    widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
+
+    def fmt(line: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
+
+    return [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(line) for line in body]
+
+
 def render_markdown(rows: list[dict], confidence: float = 0.95) -> str:
     """A markdown table (README, notebook 03), its legend, and one verdict line per row."""
-    header, body = _grid(rows, "±", confidence)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
+    lines = format_grid(*_grid(rows, "±", confidence), markdown=True)
     lines += ["", " ".join(_notes(rows, "±", confidence)), ""] + [f"- {v}" for v in _verdicts(rows)]
     return "\n".join(lines) + "\n"
 
 
 def render_text(rows: list[dict], confidence: float = 0.95) -> str:
     """The same table as aligned plain text (ASCII only), for the terminal."""
-    header, body = _grid(rows, "+-", confidence)
-    widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
-
-    def fmt(line: list[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
-
-    lines = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(line) for line in body]
+    lines = format_grid(*_grid(rows, "+-", confidence), markdown=False)
     return "\n".join(lines + [""] + _notes(rows, "+-", confidence) + [""] + _verdicts(rows)) + "\n"
 
 
 def render_table(plan_dir: str | os.PathLike, markdown: bool = False, confidence: float = 0.95) -> str:
     """:func:`table_rows` of ``plan_dir`` drawn as markdown or plain text."""
-    rows = table_rows(plan_dir, confidence)
-    return (render_markdown if markdown else render_text)(rows, confidence)
+    return (render_markdown if markdown else render_text)(table_rows(plan_dir, confidence), confidence)

@@ -21,8 +21,10 @@ import torch.nn as nn
 from ..convert import ternarize_model
 from ..formats import load_model, write_json_atomic
 from ..layers import SCALE_INITS, TERNARY_METHODS, TernaryMixin
-from ..models import CIFAR10_MEAN, CIFAR10_STD, DEPTHS, build_model
+from ..models import CIFAR10_MEAN, CIFAR10_STD, DEPTHS, IMAGENET_MEAN, IMAGENET_STD, build_model
+from ..models.imagenet import IMAGENET_MODELS, build_imagenet_model, imagenet_arch
 from ..thresholds import DEFAULT_T, check_sparsity, check_t
+from .imagenet_recipe import DATASETS, IMAGENET_FIELDS, _is_int, validate_imagenet
 
 #: What a run can train: full precision, or one of the ternary quantizers.
 METHODS = ("fp", *TERNARY_METHODS)
@@ -38,8 +40,6 @@ RENAMED_KEYS = {"init": "start_from"}
 #: Fields that may hold a file path: config.json stores them relative to the run folder.
 PATH_FIELDS = ("start_from", "data")
 CONFIG_FILE = "config.json"
-
-
 @dataclass
 class TrainConfig:
     """Every choice a run makes; saved as config.json so that ``--resume`` continues the same run."""
@@ -72,6 +72,15 @@ class TrainConfig:
     channels_last: bool | None = None  # None: the device's default (default_channels_last) at each start
     log_every: int = 20              # read the loss back for the progress bar every this many steps
     recipe: str | None = None        # the plan's name for these settings (ttq reproduce); kept in metrics.json
+    dataset: str = "cifar10"         # "imagenet": an image folder (train/<class>/, val/<class>/) in ``data``
+    optimizer: str = "sgd"           # "adam": the official AlexNet recipe
+    adam_eps: float = 1e-8
+    lr_decay: float = 0.1            # the step schedule multiplies lr by this at each milestone
+    image_size: int = 224            # ImageNet: the training crop and evaluation crop (224 in the paper)
+    eval_resize: int = 256           # ImageNet: evaluation resizes the shorter side to this, then crops
+    workers: int = 4                 # ImageNet: decoding processes per training process
+    decode: str = "cpu"              # ImageNet: "cpu" (in the workers) or "device" (nvJPEG on the GPU)
+    sync_bn: bool = False            # SyncBatchNorm across processes (CUDA only)
     out: str = "runs/run"
 
     @classmethod
@@ -93,8 +102,15 @@ class TrainConfig:
         return cls(**values)
 
     def validate(self) -> None:
-        if self.model not in DEPTHS:
-            raise ValueError(f"--model {self.model} is not one of {', '.join(DEPTHS)}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"--dataset {self.dataset} is not one of {', '.join(DATASETS)}")
+        if self.dataset == "imagenet":
+            validate_imagenet(self)
+        elif self.model not in DEPTHS:
+            hint = (f" ({self.model} is an ImageNet model: add --dataset imagenet --data FOLDER)"
+                    if self.model in IMAGENET_MODELS else "")
+            raise ValueError(f"--model {self.model}: invalid choice for CIFAR-10, not one of {', '.join(DEPTHS)}"
+                             f"{hint}")
         if self.method not in METHODS:
             raise ValueError(f"--method {self.method} is not one of {', '.join(METHODS)}")
         if self.scale_init not in SCALE_INITS:
@@ -145,18 +161,16 @@ class TrainConfig:
                                  "evaluated)")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def default_channels_last(device_type: str) -> bool:
     """Whether a new run on this kind of device trains in channels_last (NHWC) memory format.
 
     CPU: yes.  oneDNN's convolutions are NHWC-native, and NCHW pays for reorders around every convolution:
-    measured here (2 cores, ResNet-20, batch 128) a training step went from 289 to 212 ms (full precision) and
-    285 to 214 ms (TTQ).  Other devices (CUDA): no, today's path, until measured -- cuDNN gains from NHWC mostly
-    with tensor-core math on wide layers, and ResNet-20's 16-64 channels are narrow; run
-    ``benchmarks/train_throughput.py`` on the GPU and pass ``--channels-last`` if it is faster there.
+    measured on the 2-core machine (batch 128) a ResNet-20 step went from 289 to 212 ms (full precision) and
+    285 to 214 ms (TTQ) on 2 threads, idle; on 1 thread with the machine busy, 1.22x (TTQ) and 1.25x (FP)
+    the images/s for ResNet-20, 1.26x and 1.28x for ResNet-56 (``benchmarks/train_throughput.py``).  Other
+    devices (CUDA): no, the earlier path, until measured -- cuDNN gains from NHWC mostly with tensor-core math
+    on wide layers, and these ResNets' 16-64 channels are narrow; run ``benchmarks/train_throughput.py`` on
+    the GPU and pass ``--channels-last`` where it is faster.
     """
     return device_type == "cpu"
 
@@ -169,7 +183,7 @@ def learning_rate(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int,
     if cfg.schedule == "cosine":
         progress = (epoch + step / steps_per_epoch) / cfg.epochs
         return 0.5 * base * (1 + math.cos(math.pi * progress))
-    return base * 0.1 ** sum(epoch >= m for m in cfg.milestones)
+    return base * cfg.lr_decay ** sum(epoch >= m for m in cfg.milestones)
 
 
 def save_config(cfg: TrainConfig, run_dir: str | os.PathLike) -> None:
@@ -181,6 +195,9 @@ def save_config(cfg: TrainConfig, run_dir: str | os.PathLike) -> None:
         if values[key] is not None and Path(values[key]).exists():
             values[key] = os.path.relpath(Path(values[key]).resolve(), run_dir.resolve())
     values["out"] = "."
+    for key, default in IMAGENET_FIELDS.items():  # a CIFAR run's config.json keeps its earlier keys
+        if values[key] == default and cfg.dataset == "cifar10":
+            del values[key]
     write_json_atomic(run_dir / CONFIG_FILE, values)
 
 
@@ -205,6 +222,23 @@ def load_config(run_dir: str | os.PathLike) -> TrainConfig:
             setattr(cfg, key, os.path.normpath(run_dir / value))
     cfg.out = str(run_dir)
     return cfg
+
+
+def matches_saved_run(cfg: TrainConfig) -> bool:
+    """Whether ``cfg.out`` holds a run started with exactly ``cfg`` (paths compared as files, not strings)."""
+    if not (Path(cfg.out) / CONFIG_FILE).is_file():
+        return False
+    try:
+        saved, new = dataclasses.asdict(load_config(cfg.out)), dataclasses.replace(cfg)
+        new.validate()
+    except ValueError:
+        return False
+    new = dataclasses.asdict(new)
+    for values in (saved, new):
+        for key in (*PATH_FIELDS, "out"):
+            if values[key] is not None and Path(values[key]).exists():
+                values[key] = str(Path(values[key]).resolve())
+    return saved == new
 
 
 def check_against_checkpoint(cfg: TrainConfig, meta: dict) -> None:
@@ -240,14 +274,41 @@ def check_against_checkpoint(cfg: TrainConfig, meta: dict) -> None:
                              f"{'drop' if meta[key] else 'add'} {flag} to fine-tune it as it is")
 
 
-def build(cfg: TrainConfig) -> tuple[nn.Module, dict]:
+def _build_imagenet(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict]:
+    """An ImageNet model from scratch, from one of our checkpoints, or from a torchvision state dict (.pth,
+    e.g. torchvision's pretrained ResNet-18, read with ``weights_only=True``)."""
+    norm = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    if cfg.start_from is None:
+        return build_imagenet_model(cfg.model, num_classes), norm
+    if Path(cfg.start_from).suffix == ".safetensors":
+        model, meta = load_model(cfg.start_from, imagenet_arch(cfg.model))
+        check_against_checkpoint(cfg, meta)
+        norm = {"mean": meta["mean"], "std": meta["std"]}
+    else:
+        from ..formats.checkpoint import load_state_dict_file
+        from ..formats.model_meta import load_checked
+
+        sd = load_state_dict_file(cfg.start_from)
+        classifier = sd.get("fc.weight" if cfg.model == "resnet18" else "classifier.6.weight")
+        # built with the file's classes, so that a mismatch is reported as such below, not as a shape error
+        model = build_imagenet_model(cfg.model, num_classes if classifier is None else len(classifier))
+        model = load_checked(model, sd, cfg.start_from)
+    if getattr(model, "num_classes", num_classes) != num_classes:
+        raise ValueError(f"--start-from {cfg.start_from} has {model.num_classes} classes, the data {num_classes}: "
+                         "fine-tune from a model of the same classes")
+    return model, norm
+
+
+def build(cfg: TrainConfig, num_classes: int = 10) -> tuple[nn.Module, dict]:
     """The model to train and its input normalisation: from scratch or from ``cfg.start_from``, then
-    ternarized as ``cfg.method`` asks."""
+    ternarized as ``cfg.method`` asks.  ``num_classes`` is the data's (ImageNet folders: their class count)."""
     cfg.validate()
     if cfg.start_from is not None and not Path(cfg.start_from).is_file():
         raise FileNotFoundError(f"--start-from {cfg.start_from} does not exist; give a checkpoint such as "
                                 "../shared/pretrained/resnet20-12fca82f.th or a results/ model")
-    if cfg.start_from is None:
+    if cfg.dataset == "imagenet":
+        model, meta = _build_imagenet(cfg, num_classes)
+    elif cfg.start_from is None:
         model, meta = build_model(cfg.model), {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}
     else:
         model, meta = load_model(cfg.start_from, cfg.model)
