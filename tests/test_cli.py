@@ -65,3 +65,15 @@ def test_help_teaches(capsys):
         main(["train", "--help"])
     out = capsys.readouterr().out
     assert "82, 123, 150" in out and "--sparsity" in out and "--resume" in out
+
+
+def test_a_reader_that_goes_away_is_not_an_error(trained):
+    """`ttq size ... | head` : the reader closes the pipe before the command writes; it ends quietly with 0."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "ttq_lib.cli", "size", str(trained)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before the child has written anything: its first write meets a closed pipe
+    err = proc.stderr.read()
+    assert proc.wait() == 0 and "Traceback" not in err and "BrokenPipe" not in err, err

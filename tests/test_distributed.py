@@ -22,7 +22,9 @@ threshold t * max|w| can change its region, and then Wp's gradient, between the 
 ``test_torchrun_end_to_end_with_a_dead_rank``: `torchrun --nproc-per-node 2 -m ttq_lib.cli train` on a small
 synthetic folder (gloo, CPU), twice side by side: once uninterrupted, once with rank 1 killed (SIGKILL) at the
 start of epoch 2 (torchrun then stops rank 0 and fails), then continued with `torchrun ... train --resume`
-from its committed epoch 1.  Both must end with identical files.
+from its committed epoch 1; and a third time, killed in the same way under `torchrun --max-restarts 1`, which
+starts both processes again by itself (they find their own config.json and continue from epoch 1).  All three
+must end with identical files.
 
 Time: measured only on the 2-core machine under load: with ResNet-18, 582 s for the equivalence test (load 9-12;
 one process alone: 44 s, almost all of it TTQ's elementwise work on 11 M float64 weights), hence the ResNet-20;
@@ -145,7 +147,11 @@ def test_torchrun_end_to_end_with_a_dead_rank(tmp_path):
     data = synthetic_folder(tmp_path / "syn", train_per_class=4, val_per_class=2)
     ref = _torchrun(data, tmp_path / "ref")
     killed = _torchrun(data, tmp_path / "run", env={"TTQ_KILL_AT": "epoch-start:2@1"})
+    # torchrun --max-restarts starts both processes again by itself; they continue the run from its last epoch
+    restarted = _torchrun(data, tmp_path / "auto", "--max-restarts", "1", env={"TTQ_KILL_AT": "epoch-start:2@1"})
     (ref_out, ref_err), (_, err) = ref.communicate(timeout=600), killed.communicate(timeout=600)
+    auto_err = restarted.communicate(timeout=600)[1]
+    assert restarted.returncode == 0 and "exitcode: -9" in auto_err, auto_err[-3000:]
     assert ref.returncode == 0, ref_err[-3000:]
     assert killed.returncode != 0 and "exitcode: -9" in err and "local_rank: 1" in err, err[-3000:]
     history = (tmp_path / "run" / "history.jsonl").read_text().splitlines()
@@ -153,16 +159,18 @@ def test_torchrun_end_to_end_with_a_dead_rank(tmp_path):
     resumed = _torchrun(data, tmp_path / "run", resume=True)
     err = resumed.communicate(timeout=600)[1]
     assert resumed.returncode == 0, err[-3000:]
-    for run in ("ref", "run"):
+    for run in ("ref", "run", "auto"):
         files = sorted(p.name for p in (tmp_path / run).iterdir())
         assert files == ["config.json", "history.jsonl", "last.safetensors", "metrics.json", "state.pt"], files
-    a, b = load_file(tmp_path / "ref" / "last.safetensors"), load_file(tmp_path / "run" / "last.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a = load_file(tmp_path / "ref" / "last.safetensors")
     rows = [[json.loads(line) for line in (tmp_path / run / "history.jsonl").read_text().splitlines()]
-            for run in ("ref", "run")]
-    for r in rows[0] + rows[1]:
+            for run in ("ref", "run", "auto")]
+    for r in sum(rows, []):
         r.pop("wall_time_s")
-    assert rows[0] == rows[1] and [r["epoch"] for r in rows[0]] == [1, 2]
+    for run, history in zip(("run", "auto"), rows[1:]):
+        b = load_file(tmp_path / run / "last.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), run
+        assert history == rows[0] and [r["epoch"] for r in history] == [1, 2], run
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["global_batch"] == 4 and metrics["train_images"] == 12
     assert json.loads(ref_out[ref_out.index("{"):])["val_images"] == 6  # rank 0 alone printed the metrics

@@ -97,6 +97,28 @@ def test_cli_refuses_and_writes_nothing(syn, tmp_path, capsys, monkeypatch, argv
     assert not out.exists()
 
 
+def test_eval_refuses_what_it_cannot_evaluate(syn, tmp_path, capsys):
+    from ttq_lib.formats import save_checkpoint
+    from ttq_lib.models import build_model
+
+    five = tmp_path / "r18-5.safetensors"  # 5 classes; the synthetic folder holds 3
+    save_checkpoint(five, build_imagenet_model("resnet18", 5), {"mean": [0.5] * 3, "std": [0.2] * 3})
+    cifar = tmp_path / "r20.safetensors"
+    save_checkpoint(cifar, build_model("resnet20"), {"mean": [0.5] * 3, "std": [0.2] * 3})
+    (tmp_path / "flat" / "val").mkdir(parents=True)
+    (tmp_path / "flat" / "val" / "x.JPEG").write_bytes(b"")
+    for argv, message in [
+        ([str(five), "--data", str(syn)], "has 5 classes but"),
+        ([str(five)], "needs --data DIR"),
+        ([str(five), "--data", str(tmp_path / "flat")], "has no class folders"),
+        ([str(five), "--data", str(syn), "--test-subset", "5"], "an image folder is evaluated whole"),
+        ([str(cifar), "--dataset", "imagenet", "--data", str(syn)], "a CIFAR model"),
+        ([str(five), "--dataset", "cifar10", "--data", "synthetic"], "evaluate it with --dataset imagenet"),
+    ]:
+        assert main(["eval", *argv, "--workers", "0", "--image-size", "32", "--eval-resize", "36"]) == 2, argv
+        assert message in capsys.readouterr().err, argv
+
+
 # --- augmentation, order, decoding ----------------------------------------------------------------------------
 
 def test_random_resized_crop_box_stays_inside_with_the_recipe_area_and_aspect():
@@ -250,6 +272,16 @@ def test_train_resnet18_ttq_on_real_jpegs_end_to_end(real_folder, tmp_path, caps
     meta = load_model(out / "last.safetensors")[1]
     assert meta["arch"] == "torchvision.resnet18" and meta["num_classes"] == 3 and meta["method"] == "ttq"
     assert meta["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    # ttq eval reads the crop sizes from the run's config.json and gives the training's own evaluation
+    assert main(["eval", str(out / "last.safetensors"), "--data", str(real_folder), "--workers", "0", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["accuracy"] == pytest.approx(metrics["val_accuracy"], abs=1e-9) and result["top5_accuracy"] == 100.0
+    assert (result["images"], result["image_size"], result["eval_resize"]) == (12, 32, 36)
+    # a folder holding val/ alone is enough to evaluate
+    val_only = tmp_path / "val-only"
+    shutil.copytree(real_folder / "val", val_only / "val")
+    assert main(["eval", str(out / "last.safetensors"), "--data", str(val_only), "--workers", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"] == result["accuracy"]
     # a finished run is left as it is; the folder is refused without --resume
     assert main(["train", "--resume", str(out)]) == 0
     assert "already finished" in capsys.readouterr().err

@@ -148,7 +148,7 @@ def test_every_layer_exists_and_is_documented():
     for layer in LAYERS[1:-1]:
         doc = ast.get_docstring(ast.parse((PACKAGE / layer / "__init__.py").read_text()))
         assert doc and len(doc.splitlines()) <= 4, layer
-    assert (PACKAGE / "cli.py").is_file()
+    assert (PACKAGE / "cli" / "__init__.py").is_file() and (PACKAGE / "cli" / "__main__.py").is_file()
 
 
 def _write(root: Path, rel: str, text: str = "") -> None:

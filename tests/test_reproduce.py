@@ -103,6 +103,10 @@ def _finished(results: Path) -> dict[str, tuple[dict, list]]:
     return out
 
 
+def _epochs_committed(results: Path) -> int:
+    return sum(len(h.read_text().splitlines()) for h in (results / "tiny").glob("*/history.jsonl"))
+
+
 def test_a_plan_cut_by_its_budget_ends_like_an_uninterrupted_one(tmp_path):
     plan_path = _plan(tmp_path)
     only = ["*-ttq-*"]  # the adapt run and the TTQ run that starts from it: 10 epochs in all
@@ -110,15 +114,18 @@ def test_a_plan_cut_by_its_budget_ends_like_an_uninterrupted_one(tmp_path):
     assert Runner(load_plan(plan_path), whole, jobs=2, only=only, log=lambda line: None).run() == 0
 
     cut = tmp_path / "cut"
-    calls, lines = 0, []
-    while calls < 20:
+    calls, lines, budget = 0, [], 14.0
+    while calls < 30:
         calls += 1
         # 14 s per call: a start (importing torch) and an epoch or two of a tiny run, then the budget ends
-        runner = Runner(load_plan(plan_path), cut, jobs=2, budget_s=14.0, margin_s=1.0, startup_s=2.0,
+        before = _epochs_committed(cut)
+        runner = Runner(load_plan(plan_path), cut, jobs=2, budget_s=budget, margin_s=1.0, startup_s=2.0,
                         only=only, log=lines.append, poll_s=0.2)
         assert runner.run() == 0
         if all(line.split()[1] == "done" for line in runner.report()):
             break
+        if _epochs_committed(cut) == before:  # a loaded machine: no epoch fitted in the call, so give it longer
+            budget *= 1.5
     assert calls >= 2, "the budget was never reached: the test would not test stopping"
     assert any("stopped" in line for line in lines)
     # jobs=2, but the TTQ run waits for the adapt run: each ran alone, so each got every core, not half

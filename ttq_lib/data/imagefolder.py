@@ -69,20 +69,24 @@ def _scan_split(split_dir: Path, classes: list[str]) -> ImageSplit:
     return ImageSplit(files, labels)
 
 
-def scan_image_folder(root: str | Path) -> ImageFolderData:
-    """Read the layout of ``root`` (``train/<class>/*``, ``val/<class>/*``); clear errors for what is wrong."""
+def scan_image_folder(root: str | Path, need_train: bool = True) -> ImageFolderData:
+    """Read the layout of ``root`` (``train/<class>/*``, ``val/<class>/*``); clear errors for what is wrong.
+
+    ``need_train=False`` (evaluation): a tree with ``val/`` alone will do; its class folders then give the
+    labels, and ``train/``, if present, must still hold the same classes."""
     root = Path(root)
     layout = "expected ROOT/train/<class>/*.JPEG and ROOT/val/<class>/*.JPEG"
     if not root.is_dir():
         raise FileNotFoundError(f"--data {root} is not a folder: {layout}")
-    for split in SPLITS:
+    for split in SPLITS if need_train else ("val",):
         if not (root / split).is_dir():
             extra = (" (ILSVRC's val images come in one flat folder: sort them into class folders first)"
                      if split == "val" else "")
             raise DataSourceError(f"{root} has no {split}/ folder: {layout}{extra}")
-    classes = _class_dirs(root / "train")
+    has_train = (root / "train").is_dir()
+    classes = _class_dirs(root / ("train" if has_train else "val"))
     if not classes:
-        raise DataSourceError(f"{root / 'train'} has no class folders: {layout}")
+        raise DataSourceError(f"{root / ('train' if has_train else 'val')} has no class folders: {layout}")
     val_classes = _class_dirs(root / "val")
     if val_classes != classes:
         only_train = sorted(set(classes) - set(val_classes))
@@ -91,7 +95,8 @@ def scan_image_folder(root: str | Path) -> ImageFolderData:
                               f"{' ...' if len(only_train) > 5 else ''}; only in val: {only_val[:5]}"
                               f"{' ...' if len(only_val) > 5 else ''}): labels would not match; give both splits "
                               "the same class folders")
-    return ImageFolderData(root, classes, _scan_split(root / "train", classes), _scan_split(root / "val", classes))
+    train = _scan_split(root / "train", classes) if need_train else ImageSplit([], [])
+    return ImageFolderData(root, classes, train, _scan_split(root / "val", classes))
 
 
 def random_resized_crop_box(height: int, width: int, g: torch.Generator, scale=(0.08, 1.0),

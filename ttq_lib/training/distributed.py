@@ -71,8 +71,13 @@ def setup(device_name: str = "auto") -> DistInfo:
     else:
         device = torch.device("cpu")
     if not tdist.is_initialized():
-        tdist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30),
-                                 **({"device_id": device} if use_cuda else {}))
+        # torchrun --max-restarts keeps one key-value store across restarts, where every process of a round
+        # publishes its address.  A restarted process could read the address of the dead one it replaces (seen
+        # here: gloo "connection refused" on the old port), so each round uses its own prefix of the store.
+        store, _, _ = next(tdist.rendezvous("env://"))
+        store = tdist.PrefixStore(f"ttq-round-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        tdist.init_process_group("nccl" if use_cuda else "gloo", store=store, rank=rank, world_size=world,
+                                 timeout=datetime.timedelta(minutes=30), **({"device_id": device} if use_cuda else {}))
     return DistInfo(rank, world, local_rank, device)
 
 

@@ -4,6 +4,7 @@
 batches (normalised float images and labels on the device), and an evaluation.  Decoding runs in ``workers``
 DataLoader processes per training process, or on the GPU (``decode="device"``: the workers read bytes, nvJPEG
 decodes each batch in one call, and crop / flip / resize run on the GPU with the same per-image seeds).
+:func:`evaluate_checkpoint` is ``ttq eval --dataset imagenet``: the same evaluation for a saved model.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import warnings
 
 import torch
 import torch.nn as nn
+from tqdm.auto import tqdm
 
 from ..data import normalize
 from ..data.imagefolder import (ImageFolderData, ImageFolderDataset, ShardedBatchSampler, collate, decode_batch,
@@ -21,8 +23,9 @@ from .distributed import DistInfo, all_sum, per_process_batch
 class ImageNetTask:
     """The image folder ``cfg.data`` as this process sees it (its share of every global batch)."""
 
-    def __init__(self, cfg, info: DistInfo, norm: dict, folder: ImageFolderData | None = None):
-        self.folder = folder or scan_image_folder(cfg.data)
+    def __init__(self, cfg, info: DistInfo, norm: dict, folder: ImageFolderData | None = None,
+                 train: bool = True):
+        self.folder = folder or scan_image_folder(cfg.data, need_train=train)
         self.info, self.norm, self.cfg = info, norm, cfg
         self.device = info.device
         if cfg.decode == "device" and self.device.type != "cuda":
@@ -34,8 +37,9 @@ class ImageNetTask:
                                             cfg.decode)
         self.val_set = ImageFolderDataset(self.folder.val, False, cfg.image_size, cfg.eval_resize, cfg.seed,
                                           cfg.decode)
-        self.sampler = ShardedBatchSampler(len(self.train_set), cfg.batch_size, info.rank, info.world, cfg.seed)
-        self.train_loader = self._loader(self.train_set, self.sampler)
+        if train:  # evaluation alone (``ttq eval``) needs neither the order nor the loader of training
+            self.sampler = ShardedBatchSampler(len(self.train_set), cfg.batch_size, info.rank, info.world, cfg.seed)
+            self.train_loader = self._loader(self.train_set, self.sampler)
 
     def _loader(self, dataset, sampler) -> torch.utils.data.DataLoader:
         workers = self.cfg.workers
@@ -67,15 +71,25 @@ class ImageNetTask:
         for batch in self.train_loader:
             yield self._to_device(batch, self.train_set)
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, channels_last: bool = False) -> tuple[float, float]:
         """Top-1 and top-5 accuracy (%) on the whole val split, each process taking its share of it."""
+        top1, top5, _ = self.score(model, channels_last)
+        return top1, top5
+
+    @torch.no_grad()
+    def score(self, model: nn.Module, channels_last: bool = False,
+              progress: bool = False) -> tuple[float, float, int]:
+        """Top-1 and top-5 accuracy (%) on the val split, and its image count (all processes together).
+
+        The counts stay on the device until the end (one read, no sync per batch) and are summed over processes."""
         was_training = model.training
         model.eval()
-        sampler = ShardedBatchSampler(len(self.val_set), self.cfg.batch_size, self.info.rank, self.info.world,
+        info = self.info
+        sampler = ShardedBatchSampler(len(self.val_set), self.cfg.batch_size, info.rank, info.world,
                                       shuffle=False, drop_last=False)
         counts = torch.zeros(3, dtype=torch.int64, device=self.device)  # top-1, top-5, images
-        for batch in self._loader(self.val_set, sampler) if len(self.val_set) else []:
+        batches = self._loader(self.val_set, sampler) if len(self.val_set) else []
+        for batch in tqdm(batches, desc="eval", leave=False, disable=not (progress and info.main)):
             if len(batch[1]) == 0:  # this process's share of the last, short batch can be empty
                 continue
             x, y = self._to_device(batch, self.val_set)
@@ -84,7 +98,23 @@ class ImageNetTask:
             top = model(x).topk(min(5, len(self.classes)), dim=1).indices
             hit = top == y[:, None]
             counts += torch.stack([hit[:, 0].sum(), hit.any(1).sum(), torch.tensor(len(y), device=self.device)])
-        all_sum(self.info, counts)
+        all_sum(info, counts)
         model.train(was_training)
         top1, top5, n = counts.tolist()
-        return 100.0 * top1 / n, 100.0 * top5 / n
+        if n == 0:
+            raise ValueError(f"no image of {self.source}/val could be decoded: nothing to evaluate")
+        return 100.0 * top1 / n, 100.0 * top5 / n, n
+
+
+def evaluate_checkpoint(model: nn.Module, meta: dict, cfg, device: torch.device) -> dict:
+    """``ttq eval --dataset imagenet``: top-1 / top-5 of a loaded checkpoint on ``cfg.data``/val (one process).
+
+    The images get the evaluation crop (``cfg.eval_resize`` then centre ``cfg.image_size``) and the
+    checkpoint's own mean and std; its class count must match the folder's."""
+    info = DistInfo(0, 1, 0, device)
+    task = ImageNetTask(cfg, info, {"mean": meta["mean"], "std": meta["std"]}, train=False)
+    if meta.get("num_classes") not in (None, len(task.classes)):
+        raise ValueError(f"the checkpoint has {meta['num_classes']} classes but {task.source}/val holds "
+                         f"{len(task.classes)} class folders: evaluate it on the folder it was trained for")
+    top1, top5, n = task.score(model, progress=True)
+    return {"top1": top1, "top5": top5, "images": n, "classes": len(task.classes), "data": task.source}

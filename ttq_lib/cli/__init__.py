@@ -1,0 +1,51 @@
+"""The ``ttq`` command line: train, evaluate, pack and inspect ternary models; run and report reproductions.
+
+One module per command (or pair of commands); each gives ``add(sub)`` its parser and a ``cmd_*`` function."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import demo, evaluate, files, plans, train
+
+DESCRIPTION = """\
+Trained Ternary Quantization (Zhu, Han, Mao, Dally, ICLR 2017) on CIFAR-10 and ImageNet-style folders.
+
+Every quantized layer keeps latent full-precision weights w and learns two scales Wp, Wn:
+weights above t*max|w| become +Wp, below -t*max|w| become -Wn, the rest 0.
+
+  ttq train --start-from ../shared/pretrained/resnet20-12fca82f.th          fine-tune TTQ
+  ttq eval results/.../last.safetensors --data cifar10-jpeg.tar.gz         test accuracy
+  ttq pack results/.../last.safetensors -o model.ttq.safetensors            2-bit / base-3 file
+  ttq size results/.../last.safetensors                                     per-layer size table
+  ttq demo                                                                  ternarize a pretrained model
+  ttq reproduce reproduce/cifar10.toml --jobs 2 --budget-min 170            the paper's table, resumably
+  ttq table results/cifar10                                                 ours beside the paper's
+  ttq train --dataset imagenet --data DIR --model resnet18                  ImageNet-style folders (torchrun)
+"""
+
+COMMANDS = (train.add, evaluate.add, files.add_pack, files.add_size, demo.add, plans.add_reproduce, plans.add_table)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ttq", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc = args.func(args)
+        sys.stdout.flush()  # a reader that went away (`| head`) shows here, not as a traceback at exit
+        return rc
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"ttq {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `ttq ... | head` closed the pipe: not an error of ours, and nothing to print
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
