@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from ttq_lib.cli import main
 from ttq_lib.reproduction.plan import PlanError, load_plan
 from ttq_lib.reproduction.runner import Runner
+from ttq_lib.reproduction.search import best_settings
 
 TINY = """
 name = "tiny"
@@ -166,12 +167,17 @@ def test_the_committed_plans_load_and_give_ttq_and_twn_one_recipe():
     plan = load_plan(root / "cifar10.toml")
     assert {r.model for r in plan.runs} == {"resnet20", "resnet32", "resnet44", "resnet56"}
     assert {r.seed for r in plan.runs if r.model == "resnet20"} == {0, 1, 2}
+    # the learning rates are the committed search's best (one search, ResNet-20, used at every depth)
+    best = best_settings(root.parent / "results" / "cifar10-lr-search")
+    own = ("method", "lr", "scale_lr")  # what the search chose per method; the rest is one budget for both
     for run in plan.runs:
         if run.recipe in ("ttq", "twn"):  # same budget and schedule, from the same adapted model
             other = plan.run(run.name.replace(run.recipe, "twn" if run.recipe == "ttq" else "ttq"))
-            assert {k: v for k, v in run.settings.items() if k != "method"} == \
-                {k: v for k, v in other.settings.items() if k != "method"}
+            assert {k: v for k, v in run.settings.items() if k not in own} == \
+                {k: v for k, v in other.settings.items() if k not in own}
             assert run.after == f"{run.model}-adapt-s{run.seed}"
+            chosen = best["resnet20", run.recipe]
+            assert run.settings["lr"] == chosen["lr"] and run.settings.get("scale_lr") == chosen.get("scale_lr")
     search = load_plan(root / "cifar10-lr-search.toml")
     lrs = {m: sorted(r.settings["lr"] for r in search.runs if r.settings["method"] == m
                      and r.settings.get("scale_lr") in (None, 0.001)) for m in ("ttq", "twn")}

@@ -196,7 +196,7 @@ def test_reproduce_stopped_by_a_signal_stops_its_runs(env, tmp_path, sig):
         calls = _wait_for_calls(env, 2, proc)  # ttq and twn side by side
         assert not any(_gone(pid) for pid, _ in calls)
         os.kill(proc.pid, sig)  # the script only, as `kill` would; Ctrl-C would reach its runs too
-        rc, _, err = _finish(proc, timeout=15)
+        rc, _, err = _finish(proc, timeout=60)  # seconds when idle; 15 s was too short on a loaded machine
     finally:
         _finish(proc)
     assert rc == 128 + sig, err
@@ -211,7 +211,7 @@ def test_paper_schedule_stopped_by_term_stops_its_run(env):
     try:
         calls = _wait_for_calls(env, 1, proc)
         os.kill(proc.pid, signal.SIGTERM)
-        rc, _, err = _finish(proc, timeout=15)
+        rc, _, err = _finish(proc, timeout=60)
     finally:
         _finish(proc)
     assert rc == 143, err
@@ -227,7 +227,7 @@ def test_gpu_script_stopped_by_term_stops_both_runs(env, tmp_path):
         sleeping = [pid for pid, args in calls if " fp " not in f" {args} "]
         assert len(sleeping) == 2 and not any(_gone(pid) for pid in sleeping)
         os.kill(proc.pid, signal.SIGTERM)
-        rc, _, err = _finish(proc, timeout=15)
+        rc, _, err = _finish(proc, timeout=60)
     finally:
         _finish(proc)
     assert rc == 143, err
