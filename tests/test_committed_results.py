@@ -1,7 +1,9 @@
 """The committed runs under results/ still load and still score what their metrics.json recorded.
 
-The runs README compares (FP, TTQ, TWN on the CPU) are evaluated on the full shared test split; a few images
-of slack cover another thread count changing the summation order of a borderline logit.  Every other
+The runs README compares (FP, TTQ, TWN on the CPU, and the reproduction plan's runs in results/cifar10/) are
+evaluated on the full shared test split, the learning-rate search's runs on the held-out training images they
+were scored on; a few images of slack cover another thread count changing the summation order of a borderline
+logit.  Every other
 committed checkpoint must load as what its metrics say and classify a stratified 1,000-image subset far above
 chance; the packed file must make exactly its source checkpoint's predictions.
 """
@@ -44,7 +46,11 @@ def test_committed_checkpoint_scores_its_recorded_accuracy(run, request):
     metrics = json.loads((run / "metrics.json").read_text())
     model, meta = load_model(run / "last.safetensors", metrics["model"])
     assert meta["method"] == metrics["method"]
-    if _name(run) in FULL_SPLIT:
+    if metrics.get("eval_split") == "holdout":  # a search run: its held-out training images, never the test split
+        held = request.getfixturevalue("cifar").holdout(metrics["holdout_images"], seed=metrics["holdout_seed"])
+        got = accuracy(model, held.test_x, held.test_y, meta["mean"], meta["std"])
+        assert got == pytest.approx(metrics["holdout_accuracy"], abs=SLACK)
+    elif _name(run) in FULL_SPLIT or run.parent.name == "cifar10":  # the runs README's tables are made of
         got = accuracy(model, *request.getfixturevalue("test_split"), meta["mean"], meta["std"])
         assert got == pytest.approx(metrics["test_accuracy"], abs=SLACK)
     else:
