@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -139,8 +140,17 @@ def _torchrun(data, out, *extra, env=None, resume=False):
         "cpu", "--threads", "1", "--out", str(out)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *extra,
            "-m", "ttq_lib.cli", "train", *args]
+    # its own session, so that a failing test can kill torchrun and its workers together (see _reap)
     return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, start_new_session=True)
+
+
+def _reap(*procs: subprocess.Popen) -> None:
+    """Kill what is left of each torchrun (agent and workers): a timed-out test must not leave them running."""
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
 
 
 def test_torchrun_end_to_end_with_a_dead_rank(tmp_path):
@@ -149,15 +159,21 @@ def test_torchrun_end_to_end_with_a_dead_rank(tmp_path):
     killed = _torchrun(data, tmp_path / "run", env={"TTQ_KILL_AT": "epoch-start:2@1"})
     # torchrun --max-restarts starts both processes again by itself; they continue the run from its last epoch
     restarted = _torchrun(data, tmp_path / "auto", "--max-restarts", "1", env={"TTQ_KILL_AT": "epoch-start:2@1"})
-    (ref_out, ref_err), (_, err) = ref.communicate(timeout=600), killed.communicate(timeout=600)
-    auto_err = restarted.communicate(timeout=600)[1]
+    try:
+        (ref_out, ref_err), (_, err) = ref.communicate(timeout=600), killed.communicate(timeout=600)
+        auto_err = restarted.communicate(timeout=600)[1]
+    finally:
+        _reap(ref, killed, restarted)
     assert restarted.returncode == 0 and "exitcode: -9" in auto_err, auto_err[-3000:]
     assert ref.returncode == 0, ref_err[-3000:]
     assert killed.returncode != 0 and "exitcode: -9" in err and "local_rank: 1" in err, err[-3000:]
     history = (tmp_path / "run" / "history.jsonl").read_text().splitlines()
     assert len(history) == 1 and not (tmp_path / "run" / "metrics.json").exists()  # epoch 1 committed, no more
     resumed = _torchrun(data, tmp_path / "run", resume=True)
-    err = resumed.communicate(timeout=600)[1]
+    try:
+        err = resumed.communicate(timeout=600)[1]
+    finally:
+        _reap(resumed)
     assert resumed.returncode == 0, err[-3000:]
     for run in ("ref", "run", "auto"):
         files = sorted(p.name for p in (tmp_path / run).iterdir())

@@ -86,10 +86,16 @@ def _no_leftovers():
             pass
 
 
+def _default_signals() -> None:
+    # A suite started in the background (`.ci/run &` from a script) inherits SIGINT ignored, and bash cannot trap
+    # a signal that was ignored when it started: restore the default, as a terminal's foreground job has it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str], env) -> subprocess.Popen:
     # A session (and process group) of its own, so that _no_leftovers finds its processes
     proc = subprocess.Popen(["bash", *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=_default_signals)
     _started.append(proc.pid)
     return proc
 
@@ -196,7 +202,7 @@ def test_reproduce_stopped_by_a_signal_stops_its_runs(env, tmp_path, sig):
         calls = _wait_for_calls(env, 2, proc)  # ttq and twn side by side
         assert not any(_gone(pid) for pid, _ in calls)
         os.kill(proc.pid, sig)  # the script only, as `kill` would; Ctrl-C would reach its runs too
-        rc, _, err = _finish(proc, timeout=60)  # seconds when idle; 15 s was too short on a loaded machine
+        rc, _, err = _finish(proc, timeout=15)
     finally:
         _finish(proc)
     assert rc == 128 + sig, err
@@ -211,7 +217,7 @@ def test_paper_schedule_stopped_by_term_stops_its_run(env):
     try:
         calls = _wait_for_calls(env, 1, proc)
         os.kill(proc.pid, signal.SIGTERM)
-        rc, _, err = _finish(proc, timeout=60)
+        rc, _, err = _finish(proc, timeout=15)
     finally:
         _finish(proc)
     assert rc == 143, err
@@ -227,7 +233,7 @@ def test_gpu_script_stopped_by_term_stops_both_runs(env, tmp_path):
         sleeping = [pid for pid, args in calls if " fp " not in f" {args} "]
         assert len(sleeping) == 2 and not any(_gone(pid) for pid in sleeping)
         os.kill(proc.pid, signal.SIGTERM)
-        rc, _, err = _finish(proc, timeout=60)
+        rc, _, err = _finish(proc, timeout=15)
     finally:
         _finish(proc)
     assert rc == 143, err
