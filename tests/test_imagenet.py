@@ -267,7 +267,7 @@ def test_train_resnet18_ttq_on_real_jpegs_end_to_end(real_folder, tmp_path, caps
     assert [r["epoch"] for r in history] == [1, 2]
     for r in history:  # 12 val images: accuracies are multiples of 1/12; top-5 of 3 classes is everything
         assert round(r["val_acc"] * 12 / 100, 6).is_integer() and r["val_top5_acc"] == 100.0
-        assert {"layers", "hist", "train_loss", "lr"} <= set(r)
+        assert {"layers", "hist", "train_loss", "lr"} <= set(r) and r["device"] == "cpu"  # the runner's estimates
     assert metrics["val_accuracy"] == history[-1]["val_acc"]
     meta = load_model(out / "last.safetensors")[1]
     assert meta["arch"] == "torchvision.resnet18" and meta["num_classes"] == 3 and meta["method"] == "ttq"

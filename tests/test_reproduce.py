@@ -245,3 +245,44 @@ def _processes_naming(path: Path) -> list[int]:
             except OSError:  # it ended meanwhile
                 pass
     return pids
+
+
+def _write_history(folder: Path, rows: list[dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_epoch_time_estimates_come_from_the_epochs_run_on_the_asked_device(tmp_path):
+    from ttq_lib.reproduction.runner import progress
+    # wall_time_s is cumulative over a run's sessions: 2 CPU epochs of 400 s, then 2 GPU epochs of 15 and 14 s
+    _write_history(tmp_path, [{"epoch": 1, "wall_time_s": 400.0, "device": "cpu"},
+                              {"epoch": 2, "wall_time_s": 800.0, "device": "cpu"},
+                              {"epoch": 3, "wall_time_s": 815.0, "device": "cuda:H100"},
+                              {"epoch": 4, "wall_time_s": 829.0, "device": "cuda:H100"}])
+    assert progress(tmp_path, 12, "cuda:H100").epoch_s == pytest.approx(14.5)
+    assert progress(tmp_path, 12, "cpu").epoch_s == pytest.approx(400.0)
+    assert progress(tmp_path, 12).epoch_s == pytest.approx(829.0 / 4)
+    assert progress(tmp_path, 12, "cuda:A100").epoch_s is None  # never ran there: no estimate
+    assert progress(tmp_path, 12).epochs_done == 4
+
+
+def test_a_run_too_slow_for_the_budget_here_is_named_and_one_slow_elsewhere_is_started(tmp_path):
+    import time
+
+    from ttq_lib.training.config import save_config
+    lines = []
+    runner = Runner(load_plan(_plan(tmp_path)), tmp_path / "r", budget_s=120, only=["resnet20-adapt-s0"],
+                    log=lines.append)
+    run = runner.plan.run("resnet20-adapt-s0")
+    folder = runner.folder(run)
+    folder.mkdir(parents=True)
+    save_config(runner.config(run), folder)
+    deadline = time.time() + 100
+    # one epoch of 10,000 s on this machine: not started, and the log says why
+    _write_history(folder, [{"epoch": 1, "wall_time_s": 10000.0, "device": runner.device_label}])
+    assert runner._runnable(deadline) == []
+    assert len(lines) == 1 and lines[0].startswith("resnet20-adapt-s0: not started") and "10020 s" in lines[0]
+    assert runner._runnable(deadline) == [] and len(lines) == 1  # said once
+    # the same epoch measured on another machine says nothing about this one: it is started
+    _write_history(folder, [{"epoch": 1, "wall_time_s": 10000.0, "device": "cuda:Some other GPU"}])
+    assert [r.name for r in runner._runnable(deadline)] == ["resnet20-adapt-s0"]

@@ -42,17 +42,26 @@ class Progress:
     status: str               # done, partial, new, waiting, running, failed
     epochs_done: int
     epochs: int
-    epoch_s: float | None     # mean wall time of its committed epochs
+    epoch_s: float | None     # mean wall time of its committed epochs (on one device, when asked)
 
 
 def run_dir(results: Path, plan: Plan, run: PlannedRun) -> Path:
     return results / plan.name / run.name
 
 
-def progress(folder: Path, epochs: int) -> Progress:
+def progress(folder: Path, epochs: int, device: str | None = None) -> Progress:
+    """The run's status from its files; ``epoch_s`` from the epochs run on ``device`` (a history row's
+    "device" label) when given, else from all: a run moved between a CPU and a GPU mid-way must not be
+    budgeted on the other machine's speed."""
     history = read_history(folder)
-    times = [row["wall_time_s"] for row in history if "wall_time_s" in row]
-    epoch_s = times[-1] / len(times) if times else None
+    spans, before = [], 0.0
+    for row in history:  # wall_time_s is cumulative over the run's sessions
+        if "wall_time_s" not in row:
+            continue
+        if device is None or row.get("device") == device:
+            spans.append(row["wall_time_s"] - before)
+        before = row["wall_time_s"]
+    epoch_s = sum(spans) / len(spans) if spans else None
     if (folder / "metrics.json").is_file() and len(history) >= epochs:
         return Progress("done", len(history), epochs, epoch_s)
     return Progress("partial" if (folder / CONFIG_FILE).is_file() else "new", len(history), epochs, epoch_s)
@@ -87,6 +96,16 @@ class Runner:
         self.stopped: set[str] = set()
         self._committed: dict[str, int] = {}
         self._holding = False  # this runner holds the plan's lock (see plan_lock)
+        self._unfit: set[str] = set()  # runs said not to fit in the budget (said once)
+        self._label: str | None = None
+
+    @property
+    def device_label(self) -> str:
+        """This machine's label for the runs' device, as history rows record it (epoch-time estimates)."""
+        if self._label is None:
+            from ..training.loop import device_label, resolve_device
+            self._label = device_label(resolve_device(self.device))
+        return self._label
 
     def _select(self, only: list[str] | None) -> list[PlannedRun]:
         if not only:
@@ -108,7 +127,7 @@ class Runner:
         return run_dir(self.results, self.plan, run)
 
     def status(self, run: PlannedRun, elsewhere: frozenset = frozenset()) -> Progress:
-        p = progress(self.folder(run), self.config(run, check=False).epochs)
+        p = progress(self.folder(run), self.config(run, check=False).epochs, self.device_label)
         if run.name in self.procs or run.name in elsewhere:
             p.status = "running"
         elif run.name in self.failed:
@@ -196,6 +215,11 @@ class Runner:
             # start-up plus one epoch must fit, or the start is wasted
             need = self.startup_s + (p.epoch_s or 0.0)
             if deadline is not None and time.time() + need > deadline:
+                if run.name not in self._unfit:
+                    self._unfit.add(run.name)
+                    self.log(f"{run.name}: not started: start-up and one epoch (about {need:.0f} s on "
+                             f"{self.device_label}) would not fit in the {max(0.0, deadline - time.time()):.0f} s "
+                             "left of the budget")
                 continue
             out.append(run)
         return out
@@ -260,7 +284,7 @@ class Runner:
         now = time.time()
         for name in list(self.procs):
             run = self.plan.run(name)
-            p = progress(self.folder(run), run.settings.get("epochs", TrainConfig.epochs))
+            p = progress(self.folder(run), run.settings.get("epochs", TrainConfig.epochs), self.device_label)
             state, history = self.folder(run) / "state.pt", self.folder(run) / "history.jsonl"
             # the epoch is committed once state.pt is at least as new as the history row it follows
             just_committed = p.epochs_done > self._committed[name] and state.is_file() and history.is_file() \

@@ -8,5 +8,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".config": ("METHODS", "TrainConfig", "build", "learning_rate"),
     ".evaluate": ("accuracy", "predict_logits", "time_forward"),
     ".history": ("layer_names", "layer_series", "network_shares", "read_history", "weight_histograms"),
-    ".loop": ("make_optimizer", "param_groups", "resolve_device", "train", "train_step"),
+    ".loop": ("device_label", "make_optimizer", "param_groups", "resolve_device", "train", "train_step"),
 })

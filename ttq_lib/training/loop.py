@@ -125,6 +125,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def device_label(device: torch.device) -> str:
+    """The device as each history row records it ("cpu", "cuda:NVIDIA H100 80GB HBM3"): a run resumed on
+    another machine keeps the epoch times of each apart, and the plan runner estimates from this machine's."""
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return device.type
+
+
 #: The files a run writes; a folder holding any of them holds a run.
 RUN_FILES = (CONFIG_FILE, "history.jsonl", "last.safetensors", "state.pt", "metrics.json")
 #: Fault injection for the kill tests: ``TTQ_KILL_AT=<point>:<n>`` sends SIGKILL to this process the n-th
@@ -324,6 +332,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
             continue
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": 100 * int(correct) / seen,
                **accs, "eval_split": split, "wall_time_s": wall_before + time.time() - t0,
+               "device": device_label(device),
                "layers": layer_stats(model), "hist": weight_histograms(model)}
         history.append(row)
         # state.pt is the commit point of an epoch: a run killed before it is written redoes the epoch

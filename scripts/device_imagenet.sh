@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine: issue 12's GPU checks, each step capped and logged to $OUT/imagenet_gpu.log.
+#
+#   usage (on the GPU machine, in the checkout's root): OUT=DIR scripts/device_imagenet.sh [TRAIN_PER_CLASS]
+#
+#  1. ResNet-18 training throughput, FP against TTQ, fp32 NCHW and bf16 + channels_last (benchmarks/train_throughput.py)
+#  2. an ImageNet-style folder made from the CIFAR-10 JPEGs of .device/shared (10 classes, upscaled to 400 px, about
+#     the pixel count of an ImageNet photo), then `ttq train --dataset imagenet --model resnet18 --method ttq` for
+#     2 epochs with JPEGs decoded by CPU workers, the same with --decode device, the same under torchrun with
+#     --sync-bn (NCCL, one process), and `ttq eval` of the result.  Each run's history.jsonl goes into the log.
+# STEPS (default all) picks steps by name: machine throughput folder train_decode_cpu train_decode_device
+# train_torchrun_sync_bn eval.  Needs: python3 with torch and torchvision (PYTHON overrides), .device/shared/data/cifar10-jpeg.tar.gz.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+: "${OUT:?set OUT to the folder that comes back (the device tool sets it)}"
+py=${PYTHON:-python3}
+per_class=${1:-500}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+log=$OUT/imagenet_gpu.log
+tgz=.device/shared/data/cifar10-jpeg.tar.gz
+work=${WORK:-/tmp/ttq-imagenet}
+mkdir -p "$work"
+step() {  # step NAME LIMIT_S COMMAND...: run it with a time limit, log its output, its status and its seconds
+  local name=$1 limit=$2 t0; shift 2
+  [[ " ${STEPS:-all} " == *" all "* || " ${STEPS:-all} " == *" $name "* ]] || return 0
+  t0=$(date +%s.%N)
+  echo "== $name (limit ${limit} s): $*" | tee -a "$log"
+  timeout "$limit" "$@" 2>&1 | tee -a "$log"
+  echo "== $name: exit ${PIPESTATUS[0]} after $(python3 -c "print(round($(date +%s.%N) - $t0, 1))") s" | tee -a "$log"
+}
+step machine 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc;
+  '"$py"' -c "import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.cuda.get_device_name())"'
+step throughput 200 "$py" benchmarks/train_throughput.py --devices cuda --models torchvision.resnet18 \
+  --image-size 224 --classes 1000 --batch 256 --methods fp,ttq --variants eager,cl+bf16 --rounds 5 --steps 5
+step folder 120 "$py" - "$tgz" "$work/folder" "$per_class" <<'PY'
+import sys
+from multiprocessing import Pool
+from pathlib import Path
+sys.path.insert(0, "tests")
+from imagenet_folders import cifar_folder
+tgz, root, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+with Pool(len(classes)) as pool:
+    pool.starmap(cifar_folder, [(tgz, root, (c,), n, 100, 400) for c in classes])
+jpegs = list(root.rglob("*.JPEG"))
+print(f"{len(jpegs)} JPEGs, {sum(p.stat().st_size for p in jpegs) / len(jpegs) / 1024:.1f} KiB each on average")
+PY
+common=(--dataset imagenet --data "$work/folder" --model resnet18 --method ttq --epochs 2 --batch-size 256
+        --precision bf16 --channels-last --workers 12 --device cuda)
+history() { [ -f "$1/history.jsonl" ] && { echo "-- $1/history.jsonl"; cat "$1/history.jsonl"; } | tee -a "$log"; }
+step train_decode_cpu 150 "$py" -m ttq_lib.cli train "${common[@]}" --out "$work/cpu"
+history "$work/cpu"
+step train_decode_device 150 "$py" -m ttq_lib.cli train "${common[@]}" --decode device --out "$work/device"
+history "$work/device"
+step train_torchrun_sync_bn 150 "$py" -m torch.distributed.run --standalone --nproc-per-node 1 -m ttq_lib.cli \
+  train "${common[@]}" --sync-bn --out "$work/syncbn"
+history "$work/syncbn"
+step eval 90 "$py" -m ttq_lib.cli eval "$work/device/last.safetensors" --data "$work/folder" --workers 12 --json
