@@ -100,3 +100,26 @@ def test_reproduction_table_uses_the_plan_once_a_run_finished(fake_repo):
     assert table["finished"] == 1 and table["fallback_rows"] is None
     row = next(line for line in table["markdown"].splitlines() if line.startswith("| ResNet-20"))
     assert "13.00 (n=1)" in row and "8.23" in row   # our FP error beside the paper's
+
+
+def test_gap_curves_take_the_finished_ternary_runs_of_one_model_and_the_mean_of_its_fp_runs(fake_repo):
+    root = fake_repo
+    for seed, done in ((0, 3), (1, 3)):
+        _write_run(root / f"results/cifar10/resnet20-adapt-s{seed}", method="fp", done=done)
+        (root / f"results/cifar10/resnet20-adapt-s{seed}/metrics.json").write_text(json.dumps(
+            {"model": "resnet20", "method": "fp", "test_accuracy": 87.0 + seed}))
+    for method in ("twn", "ttq"):
+        _write_run(root / f"results/cifar10/resnet20-{method}-s0", method=method, done=3)
+    _write_run(root / "results/cifar10/resnet20-ttq-s1", method="ttq", epochs=12, done=2, complete=False)
+    _write_run(root / "results/cifar10/resnet56-ttq-s0", method="ttq", done=3)
+    for run in (root / "results/cifar10").iterdir():  # the seed comes from config.json
+        cfg = json.loads((run / "config.json").read_text())
+        cfg["seed"] = int(run.name[-1])
+        cfg["model"] = run.name.split("-")[0]
+        (run / "config.json").write_text(json.dumps(cfg))
+    curves, fp = runs.gap_curves(root, "cifar10", "resnet20")
+    assert fp == pytest.approx(87.5)  # the mean of the two FP runs' final accuracies
+    assert list(curves) == ["TTQ, seed 0", "TWN, seed 0"]  # unfinished and other-depth runs left out; TTQ first
+    assert [r["test_acc"] for r in curves["TTQ, seed 0"]] == [50.0, 51.0, 52.0]
+    with pytest.raises(FileNotFoundError, match="no finished full-precision resnet32"):
+        runs.gap_curves(root, "cifar10", "resnet32")

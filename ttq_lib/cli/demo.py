@@ -33,7 +33,8 @@ def cmd_demo(args) -> int:
         m, _ = load_model(args.checkpoint)
         ternarize_model(m, method=method, t=args.t if method == "ttq" else None, scale_init=scale_init)
         before = accuracy(m, x, y, mean, std)
-        recalibrate_bn(m, Batches(data.train_x, data.train_y, batch_size=256, mean=mean, std=std), 2048)
+        batches = Batches(data.train_x, data.train_y, batch_size=256, augment=True, mean=mean, std=std)
+        recalibrate_bn(m, batches, 2048)  # augmented as in training: see recalibrate_bn
         rows.append((f"{method} (Wp, Wn init {scale_init})" if method == "ttq" else method, before,
                      accuracy(m, x, y, mean, std)))
     print(f"{meta['arch']} on {len(y)} test images of {data.source}")

@@ -19,7 +19,7 @@ from ..training.history import read_history, weight_histograms
 from .workbook import find_repo_root, resolve_start_checkpoint
 
 __all__ = ["RUN_CANDIDATES", "PAPER_CIFAR10_ERROR", "OFFICIAL_LOG_SCALES", "default_run_dir", "run_summary",
-           "results_summary", "run_config", "start_row", "pick_layers", "group_runs", "reproduction_table"]
+           "results_summary", "run_config", "start_row", "pick_layers", "group_runs", "reproduction_table", "gap_curves"]
 
 #: Runs tried, in order, by :func:`default_run_dir`: the CPU TTQ run at the official lr 0.1 (where the scales and
 #: shares visibly move), then the one at lr 0.02, each once complete, else the GPU run.
@@ -154,3 +154,21 @@ def reproduction_table(root: str | os.PathLike | None = None, plan: str = "cifar
                 "fallback_rows": None}
     return {"source": f"results/{plan}", "finished": 0, "markdown": None,
             "fallback_rows": group_runs(root, fallback), "fallback": f"results/{fallback}"}
+
+
+def gap_curves(root: str | os.PathLike | None = None, group: str = "cifar10", model: str = "resnet20",
+               methods: Sequence[str] = ("ttq", "twn")) -> tuple[dict[str, list[dict]], float]:
+    """What notebook 03 draws with :func:`ttq_lib.course.evolution_plots.plot_accuracy_gap`: the histories of the
+    finished ``methods`` runs of ``model`` in ``results/<group>/`` (labelled "TTQ, seed 0", ...), and the mean final
+    test accuracy of its finished full-precision runs there, the reference each gap is taken to."""
+    rows = [r for r in group_runs(root, group) if r["model"] == model and r["status"] == "complete"]
+    fp = [r["test_acc"] for r in rows if r["method"] == "fp"]
+    if not fp:
+        raise FileNotFoundError(f"results/{group} holds no finished full-precision {model} run to measure gaps to")
+    root = find_repo_root(root)
+    curves = {}
+    for r in sorted(rows, key=lambda r: (methods.index(r["method"]) if r["method"] in methods else -1, r["run"])):
+        if r["method"] in methods:
+            seed = run_config(root / "results" / r["run"]).seed
+            curves[f"{r['method'].upper()}, seed {seed}"] = read_history(root / "results" / r["run"])
+    return curves, sum(fp) / len(fp)

@@ -47,7 +47,7 @@ FINETUNED_RUNS = {"cpu-resnet20/ttq-lr0.1": "TTQ fine-tuned (lr 0.1)", "cpu-resn
 
 @dataclass
 class EvalSet:
-    """Images to recalibrate batch norm on (training split, no augmentation) and to test on, with the
+    """Images to recalibrate batch norm on (training split, augmented as in training) and to test on, with the
     normalisation the model expects.  ``score`` gives a model's test accuracy in percent."""
 
     calib_x: torch.Tensor
@@ -66,7 +66,8 @@ class EvalSet:
         return cls(sub.train_x, sub.train_y, sub.test_x, sub.test_y, mean, std)
 
     def recalibrate(self, model: nn.Module) -> nn.Module:
-        batches = Batches(self.calib_x, self.calib_y, batch_size=256, shuffle=False, mean=self.mean, std=self.std)
+        batches = Batches(self.calib_x, self.calib_y, batch_size=256, shuffle=False, augment=True, mean=self.mean,
+                          std=self.std)  # augmented: see recalibrate_bn
         return recalibrate_bn(model, batches, len(self.calib_x))
 
     def score(self, model: nn.Module, recalibrate: bool = True) -> float:

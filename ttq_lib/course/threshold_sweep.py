@@ -55,7 +55,8 @@ def ternary_point(fp_model: nn.Module, data, mean, std, method: str = "ttq", t: 
     t0 = time.perf_counter()
     model = ternarize_model(copy.deepcopy(fp_model), method=method, t=t, sparsity=sparsity, scale_init=scale_init)
     acc_before = accuracy(model, data.test_x, data.test_y, mean, std) if before else None
-    batches = Batches(data.train_x, data.train_y, batch_size=batch_size, shuffle=True, seed=seed, mean=mean, std=std)
+    batches = Batches(data.train_x, data.train_y, batch_size=batch_size, shuffle=True, augment=True, seed=seed,
+                      mean=mean, std=std)  # augmented: see recalibrate_bn
     recalibrate_bn(model, batches, num_images=recal_images)
     acc = accuracy(model, data.test_x, data.test_y, mean, std)
     zero, t_eq = _network_shares(model)

@@ -19,6 +19,11 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, num_images: int = 2048) 
 
     ``batches`` yields ``(x, y)`` or ``x`` already normalised; the cumulative average (momentum=None)
     weights every image equally.  The model's train/eval mode is restored afterwards.
+
+    Feed images augmented as in training (``Batches(..., augment=True)``): the network was trained with
+    statistics of padded, cropped and flipped images, and its later layers fit those.  Statistics of plain
+    images differ (no zero borders), and re-estimating the full-precision ``results/cpu-resnet20/fp`` on them
+    cost 3.5 points (86.9 -> 83.5 % on 2,000 test images) where augmented ones gave 87.2 %.
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in bns]
