@@ -19,7 +19,8 @@ from ..training.history import read_history, weight_histograms
 from .workbook import find_repo_root, resolve_start_checkpoint
 
 __all__ = ["RUN_CANDIDATES", "PAPER_CIFAR10_ERROR", "OFFICIAL_LOG_SCALES", "default_run_dir", "run_summary",
-           "results_summary", "run_config", "start_row", "pick_layers", "group_runs", "reproduction_table", "gap_curves"]
+           "results_summary", "run_config", "start_row", "pick_layers", "group_runs", "reproduction_table",
+           "gap_curves"]
 
 #: Runs tried, in order, by :func:`default_run_dir`: the CPU TTQ run at the official lr 0.1 (where the scales and
 #: shares visibly move), then the one at lr 0.02, each once complete, else the GPU run.
