@@ -128,13 +128,14 @@ def pick_layers(names: Sequence[str]) -> dict[str, str]:
 
 
 def group_runs(root: str | os.PathLike | None = None, group: str = "cpu-resnet20") -> list[dict]:
-    """:func:`run_summary` of every run in ``results/<group>/``, with its learning rate, schedule and Wp / Wn
-    start (a stopped run's ``STOPPED`` file says why it was given up)."""
+    """:func:`run_summary` of every run in ``results/<group>/``, with its learning rate, schedule, Wp / Wn
+    start and seed (a stopped run's ``STOPPED`` file says why it was given up)."""
     root = find_repo_root(root)
     rows = []
     for run in sorted(p.parent for p in (root / "results" / group).glob("*/config.json")):
         cfg = run_config(run)
-        rows.append({**run_summary(run, root), "lr": cfg.lr, "schedule": cfg.schedule, "scale_init": cfg.scale_init})
+        rows.append({**run_summary(run, root), "lr": cfg.lr, "schedule": cfg.schedule, "scale_init": cfg.scale_init,
+                     "seed": cfg.seed})
     return rows
 
 
@@ -162,14 +163,11 @@ def gap_curves(root: str | os.PathLike | None = None, group: str = "cifar10", mo
     """What notebook 03 draws with :func:`ttq_lib.course.evolution_plots.plot_accuracy_gap`: the histories of the
     finished ``methods`` runs of ``model`` in ``results/<group>/`` (labelled "TTQ, seed 0", ...), and the mean final
     test accuracy of its finished full-precision runs there, the reference each gap is taken to."""
+    root = find_repo_root(root)
     rows = [r for r in group_runs(root, group) if r["model"] == model and r["status"] == "complete"]
     fp = [r["test_acc"] for r in rows if r["method"] == "fp"]
     if not fp:
         raise FileNotFoundError(f"results/{group} holds no finished full-precision {model} run to measure gaps to")
-    root = find_repo_root(root)
-    curves = {}
-    for r in sorted(rows, key=lambda r: (methods.index(r["method"]) if r["method"] in methods else -1, r["run"])):
-        if r["method"] in methods:
-            seed = run_config(root / "results" / r["run"]).seed
-            curves[f"{r['method'].upper()}, seed {seed}"] = read_history(root / "results" / r["run"])
+    ternary = sorted((r for r in rows if r["method"] in methods), key=lambda r: (methods.index(r["method"]), r["run"]))
+    curves = {f"{r['method'].upper()}, seed {r['seed']}": read_history(root / "results" / r["run"]) for r in ternary}
     return curves, sum(fp) / len(fp)
