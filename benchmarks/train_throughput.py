@@ -53,8 +53,11 @@ VARIANTS = {  # name: (channels_last, bf16, compile)
 
 
 def make_step(arch: str, method: str, variant: str, device: torch.device, batch: int, size: int = 32,
-              classes: int = 10):
-    """A function that runs one training step, and the seconds its first two calls took (compilation)."""
+              classes: int = 10, foreach: bool | None = None):
+    """A function that runs one training step, and the seconds its first two calls took (compilation).
+
+    ``foreach`` is SGD's (None: PyTorch's default, the one-kernel-per-group update on CUDA, a loop over
+    parameters on the CPU)."""
     channels_last, bf16, compiled = VARIANTS[variant]
     torch.manual_seed(0)
     model = build_model(arch, classes)
@@ -63,7 +66,8 @@ def make_step(arch: str, method: str, variant: str, device: torch.device, batch:
     model.to(device).train()
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(param_groups(model, TrainConfig(method=method)), lr=0.01, momentum=0.9)
+    opt = torch.optim.SGD(param_groups(model, TrainConfig(method=method)), lr=0.01, momentum=0.9,
+                          foreach=foreach)
     net = torch.compile(model) if compiled else model
     g = torch.Generator().manual_seed(1)
     x = torch.randn(batch, 3, size, size, generator=g).to(device)

@@ -120,16 +120,19 @@ def scale_codes(codes: torch.Tensor, wp: torch.Tensor | float, wn: torch.Tensor 
     wp = torch.as_tensor(wp, device=codes.device)
     wn = torch.as_tensor(wn, device=codes.device)
     dtype = torch.result_type(wp, wn)
-    return _scale_codes(codes, wp.to(dtype), wn.to(dtype))
+    zero = torch.zeros((), dtype=dtype, device=codes.device)
+    return _scale_regions(codes > 0, codes < 0, wp.to(dtype), -wn.to(dtype), zero)
 
 
-def _scale_codes(codes: torch.Tensor, wp: torch.Tensor, wn: torch.Tensor,
-                 zero: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`scale_codes` for 0-dim ``wp``, ``wn`` of one dtype on ``codes``' device: what the autograd
-    functions use, since ``torch.result_type`` returns no tensor and so breaks a ``torch.compile`` graph.
-    ``zero`` (default 0) is the value of the zero region."""
-    zero = wp.new_zeros(()) if zero is None else zero
-    return torch.where(codes > 0, wp, torch.where(codes < 0, -wn, zero))
+def _regions(w: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The boolean masks of I_p = {w > delta} and I_n = {w < -delta} (Eq. 6); I_z is where neither holds."""
+    return w > delta, w < -delta
+
+
+def _scale_regions(pos: torch.Tensor, neg: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor,
+                   zero: torch.Tensor) -> torch.Tensor:
+    """Eq. 6 from the region masks: ``plus`` on I_p, ``minus`` on I_n, ``zero`` elsewhere (two ``where``)."""
+    return torch.where(pos, plus, torch.where(neg, minus, zero))
 
 
 def _zero_like(w: torch.Tensor) -> torch.Tensor:
@@ -151,28 +154,29 @@ def code_shares(codes: torch.Tensor) -> dict[str, float]:
 
 
 class TTQFunction(torch.autograd.Function):
-    """Forward Eq. 6, backward Eqs. 7-8 written by hand (the threshold is a constant)."""
+    """Forward Eq. 6, backward Eqs. 7-8 written by hand (the threshold is a constant).
+
+    Written for few operations, since every ternary layer runs this in every training step and on a GPU each
+    operation is at least one kernel launch (``benchmarks/op_count.py`` counts them).  The forward makes the two
+    region masks and two ``where``; the backward reuses the masks (saved, a byte per weight each) and needs
+    three full-size operations for dL/dw and two masked sums for dL/dWp, dL/dWn."""
 
     @staticmethod
     def forward(ctx, w, wp, wn, delta):
-        codes = ternary_codes(w, delta)
-        # The int8 codes are all the backward needs to know of w: one byte per weight instead of two masks.
-        ctx.save_for_backward(codes, wp, wn)
-        return _scale_codes(codes, wp.to(w.device, w.dtype), wn.to(w.device, w.dtype), _zero_like(w))
+        pos, neg = _regions(w, delta)
+        ctx.save_for_backward(pos, neg, wp, wn)
+        return _scale_regions(pos, neg, wp.to(w.device, w.dtype), -wn.to(w.device, w.dtype), _zero_like(w))
 
     @staticmethod
     def backward(ctx, g):
-        codes, wp, wn = ctx.saved_tensors
-        pos, neg = codes > 0, codes < 0
+        pos, neg, wp, wn = ctx.saved_tensors
         grad_w = grad_wp = grad_wn = None
-        if ctx.needs_input_grad[0]:
-            one = torch.ones((), dtype=g.dtype, device=g.device)
-            scale = torch.where(pos, wp.to(g.dtype), torch.where(neg, wn.to(g.dtype), one))
-            grad_w = g * scale
-        if ctx.needs_input_grad[1]:
-            grad_wp = (g * pos).sum().reshape(wp.shape).to(wp.dtype)
-        if ctx.needs_input_grad[2]:
-            grad_wn = -(g * neg).sum().reshape(wn.shape).to(wn.dtype)
+        if ctx.needs_input_grad[0]:  # Eq. 8: the scale of each region times g, 1 on I_z
+            grad_w = g * _scale_regions(pos, neg, wp.to(g.dtype), wn.to(g.dtype), 1.0)
+        if ctx.needs_input_grad[1]:  # Eq. 7; where(), not g * pos, which would first copy pos to g's dtype
+            grad_wp = torch.where(pos, g, 0.0).sum().reshape(wp.shape).to(wp.dtype)
+        if ctx.needs_input_grad[2]:  # the minus: the layer uses -Wn (module docstring)
+            grad_wn = torch.where(neg, g, 0.0).sum().neg().reshape(wn.shape).to(wn.dtype)
         return grad_w, grad_wp, grad_wn, None
 
 
@@ -204,26 +208,25 @@ class TWNFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w, delta):
-        codes = ternary_codes(w, delta)
-        alpha = _twn_alpha(w, codes)
-        return _scale_codes(codes, alpha, alpha, _zero_like(w))
+        pos, neg = _regions(w, delta)
+        alpha = _twn_alpha(w, pos | neg)
+        return _scale_regions(pos, neg, alpha, -alpha, _zero_like(w))
 
     @staticmethod
     def backward(ctx, g):
         return g, None
 
 
-def _twn_alpha(w: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """``mean(|w|)`` over the non-zero codes (0 when every code is 0), Li & Liu 2016, Eq. 6.
+def _twn_alpha(w: torch.Tensor, nonzero: torch.Tensor) -> torch.Tensor:
+    """``mean(|w|)`` over the non-zero region ``nonzero`` (a mask), 0 when it is empty; Li & Liu 2016, Eq. 6.
 
-    A masked sum over a clamped count rather than ``|w|[codes != 0].mean()``: boolean indexing has a
+    A masked sum over a clamped count rather than ``|w|[nonzero].mean()``: boolean indexing has a
     data-dependent shape, so it syncs with the host on a GPU and breaks a ``torch.compile`` graph.  When
     every code is 0 the sum is 0 and the count is clamped to 1, so alpha is 0 as before.  The sum adds the
     same numbers with zeros between them, in another order, so it may differ from the indexed mean in the last
     bits: measured on 2,000 random ResNet-20-sized layers, equal in 53 %, at most 2.1 units in the last place
     apart, and as close to the float64 mean on average.
     """
-    nonzero = codes != 0
     total = torch.where(nonzero, w.detach().abs(), 0).sum()
     return total / nonzero.sum().clamp_min(1)
 
@@ -232,7 +235,7 @@ def _twn_alpha(w: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
 def twn_scale(weight: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:
     """TWN's single scale: ``alpha = mean(|w| over |w| > delta)`` (Li & Liu 2016, Eq. 6)."""
     delta = threshold_twn(weight) if delta is None else check_delta(delta, weight)
-    return _twn_alpha(weight, ternary_codes(weight, delta))
+    return _twn_alpha(weight, ternary_codes(weight, delta) != 0)
 
 
 @torch.no_grad()

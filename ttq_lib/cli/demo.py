@@ -18,9 +18,9 @@ def add(sub) -> None:
 
 def cmd_demo(args) -> int:
     from ..convert import ternarize_model
-    from ..data import Batches, load_cifar10
+    from ..data import load_cifar10
     from ..formats import load_model
-    from ..training import accuracy, recalibrate_bn
+    from ..training import accuracy, recalibrate_bn_on
 
     model, meta = load_model(args.checkpoint)
     data = load_cifar10(args.data)
@@ -33,8 +33,7 @@ def cmd_demo(args) -> int:
         m, _ = load_model(args.checkpoint)
         ternarize_model(m, method=method, t=args.t if method == "ttq" else None, scale_init=scale_init)
         before = accuracy(m, x, y, mean, std)
-        batches = Batches(data.train_x, data.train_y, batch_size=256, augment=True, mean=mean, std=std)
-        recalibrate_bn(m, batches, 2048)  # augmented as in training: see recalibrate_bn
+        recalibrate_bn_on(m, data.train_x, data.train_y, mean, std, 2048)
         rows.append((f"{method} (Wp, Wn init {scale_init})" if method == "ttq" else method, before,
                      accuracy(m, x, y, mean, std)))
     print(f"{meta['arch']} on {len(y)} test images of {data.source}")

@@ -27,9 +27,8 @@ import torch.nn as nn
 
 from ..baselines import check_weight_scheme, fake_quantize, storage_bits
 from ..convert import ternary_layers
-from ..data import Batches
 from ..formats.loading import load_model
-from ..training.bn_recalibration import recalibrate_bn
+from ..training.bn_recalibration import recalibrate_bn_on
 from ..training.evaluate import accuracy
 from .runs import run_summary
 from .workbook import find_repo_root
@@ -66,9 +65,8 @@ class EvalSet:
         return cls(sub.train_x, sub.train_y, sub.test_x, sub.test_y, mean, std)
 
     def recalibrate(self, model: nn.Module) -> nn.Module:
-        batches = Batches(self.calib_x, self.calib_y, batch_size=256, shuffle=False, augment=True, mean=self.mean,
-                          std=self.std)  # augmented: see recalibrate_bn
-        return recalibrate_bn(model, batches, len(self.calib_x))
+        return recalibrate_bn_on(model, self.calib_x, self.calib_y, self.mean, self.std, len(self.calib_x),
+                                 shuffle=False)
 
     def score(self, model: nn.Module, recalibrate: bool = True) -> float:
         if recalibrate:

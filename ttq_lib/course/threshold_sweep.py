@@ -19,8 +19,7 @@ import torch
 import torch.nn as nn
 
 from ..convert import layer_stats, ternarize_model, ternary_layers
-from ..data import Batches
-from ..training.bn_recalibration import recalibrate_bn
+from ..training.bn_recalibration import recalibrate_bn_on
 from ..training.evaluate import accuracy
 
 __all__ = ["ternary_point", "accuracy_sweep", "PAPER_BEST_R"]
@@ -55,9 +54,7 @@ def ternary_point(fp_model: nn.Module, data, mean, std, method: str = "ttq", t: 
     t0 = time.perf_counter()
     model = ternarize_model(copy.deepcopy(fp_model), method=method, t=t, sparsity=sparsity, scale_init=scale_init)
     acc_before = accuracy(model, data.test_x, data.test_y, mean, std) if before else None
-    batches = Batches(data.train_x, data.train_y, batch_size=batch_size, shuffle=True, augment=True, seed=seed,
-                      mean=mean, std=std)  # augmented: see recalibrate_bn
-    recalibrate_bn(model, batches, num_images=recal_images)
+    recalibrate_bn_on(model, data.train_x, data.train_y, mean, std, recal_images, batch_size, seed=seed)
     acc = accuracy(model, data.test_x, data.test_y, mean, std)
     zero, t_eq = _network_shares(model)
     return {"method": method, "t": t, "sparsity": sparsity, "accuracy": acc, "accuracy_before": acc_before,

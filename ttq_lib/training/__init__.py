@@ -4,7 +4,7 @@ recalibration and provenance.  Uses the core, ``models``, ``formats`` and ``data
 from .._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".bn_recalibration": ("recalibrate_bn",),
+    ".bn_recalibration": ("recalibrate_bn", "recalibrate_bn_on"),
     ".config": ("METHODS", "TrainConfig", "build", "learning_rate"),
     ".evaluate": ("accuracy", "predict_logits", "time_forward"),
     ".history": ("layer_names", "layer_series", "network_shares", "read_history", "weight_histograms"),

@@ -7,10 +7,12 @@ and notebook 03 (section 2, its committed output) for the committed ``results/cp
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn as nn
+
+from ..data.batches import Batches
 
 
 @torch.no_grad()
@@ -45,3 +47,12 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, num_images: int = 2048) 
         m.momentum = mom
     model.train(was_training)
     return model
+
+
+def recalibrate_bn_on(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: Sequence[float],
+                      std: Sequence[float], num_images: int = 2048, batch_size: int = 256, shuffle: bool = True,
+                      seed: int = 0) -> nn.Module:
+    """:func:`recalibrate_bn` on the first ``num_images`` of the uint8 images ``x`` (labels ``y``), augmented
+    as in training and normalised with ``mean``, ``std``: the one way the library feeds it (see there why)."""
+    batches = Batches(x, y, batch_size=batch_size, shuffle=shuffle, augment=True, seed=seed, mean=mean, std=std)
+    return recalibrate_bn(model, batches, num_images)
