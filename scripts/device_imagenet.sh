@@ -20,14 +20,7 @@ log=$OUT/imagenet_gpu.log
 tgz=.device/shared/data/cifar10-jpeg.tar.gz
 work=${WORK:-/tmp/ttq-imagenet}
 mkdir -p "$work"
-step() {  # step NAME LIMIT_S COMMAND...: run it with a time limit, log its output, its status and its seconds
-  local name=$1 limit=$2 t0; shift 2
-  [[ " ${STEPS:-all} " == *" all "* || " ${STEPS:-all} " == *" $name "* ]] || return 0
-  t0=$(date +%s.%N)
-  echo "== $name (limit ${limit} s): $*" | tee -a "$log"
-  timeout "$limit" "$@" 2>&1 | tee -a "$log"
-  echo "== $name: exit ${PIPESTATUS[0]} after $(python3 -c "print(round($(date +%s.%N) - $t0, 1))") s" | tee -a "$log"
-}
+source scripts/device_step.sh  # step NAME LIMIT_S COMMAND...
 step machine 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc;
   '"$py"' -c "import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.cuda.get_device_name())"'
 step throughput 200 "$py" benchmarks/train_throughput.py --devices cuda --models torchvision.resnet18 \

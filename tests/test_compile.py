@@ -5,11 +5,10 @@ boolean indexing; see ttq_lib.layers), so dynamo traces a whole ternarized ResNe
 ``fullgraph=True`` (which raises on any break) compiles it.  On a GPU the same property means a training step
 never waits for the device.
 
-Time: the two ``test_inductor_*`` cases compile a forward and a backward graph with Inductor's C++ backend.
-Measured on the 2-core machine while others used it (load 2.5), with an empty Inductor cache: 104 s for the
-first (TTQ; it includes Inductor's one-time start-up) and 49 s for the second (TWN), 198 s for the whole file;
-with a warm cache (``/tmp/torchinductor_*``) 13-42 s each.  They run in CI; deselect them locally with
-``-k 'not inductor'``.  The ``explain`` cases take 5-12 s each.
+Time: the ``test_inductor_*`` case compiles a forward and a backward graph with Inductor's C++ backend, which
+CI always does with an empty cache: about 100 s on the 2-core machine (it includes Inductor's one-time start-up;
+13-42 s with a warm cache, ``/tmp/torchinductor_*``).  Deselect it locally with ``-k 'not inductor'``.  The
+``explain`` cases take 5-12 s each.
 """
 import pytest
 import torch
@@ -78,8 +77,11 @@ def test_debug_checks_do_break_the_graph():
     assert dynamo.explain(model)(x).graph_break_count > 0
 
 
-@pytest.mark.parametrize("method", ["ttq", "twn"])
-def test_inductor_fullgraph_forward_backward_matches_eager(method):
+def test_inductor_fullgraph_forward_backward_matches_eager():
+    """TTQ only: TWN's forward is made of the same operations (region masks, where, a masked mean) and its
+    backward is the identity; the explain cases show it traces as one graph.  A cold Inductor compile of the
+    TWN model cost CI about 45 s for little more."""
+    method = "ttq"
     model = _model(method, None, torch.float64)
     x, y = _batch(dtype=torch.float64)
     eager_loss, eager_grads = _loss_and_grads(model, model, x, y)
@@ -88,7 +90,7 @@ def test_inductor_fullgraph_forward_backward_matches_eager(method):
     torch.testing.assert_close(loss, eager_loss, rtol=1e-12, atol=0)
     assert grads.keys() == eager_grads.keys()
     scales = [n for n in grads if n.endswith((".wp", ".wn"))]
-    assert len(scales) == (36 if method == "ttq" else 0)  # 18 ternary layers; Eq. 7 gives each Wp, Wn a gradient
+    assert len(scales) == 36  # 18 ternary layers; Eq. 7 gives each Wp, Wn a gradient
     for name, g in grads.items():
         ref = eager_grads[name]
         assert ref.abs().max() > 0, name  # a zero gradient would make the comparison empty

@@ -37,8 +37,8 @@ EPOCHS = 3
 TRAIN_ARGS = ["--method", "ttq", "--data", "synthetic:160", "--epochs", str(EPOCHS), "--batch-size", "40",
               "--lr", "0.05", "--schedule", "cosine", "--threads", "1", "--seed", "3"]
 SEED = int(os.environ.get("TTQ_KILL_SEED", "20261127"))
-RUNS, ATTEMPTS = 4, 5  # 20 random kill moments drawn per CI run; at least MIN_LANDED must hit a live process
-MIN_LANDED = 16
+RUNS, ATTEMPTS = 2, 8  # 16 random kill moments drawn per CI run; at least MIN_LANDED must hit a live process
+MIN_LANDED = 13  # (2 runs, one per worker thread: the file's time is one run's 8 kills plus its finish)
 
 
 def _ttq(args: list[str], cwd: Path, env_extra: dict | None = None, wait: bool = True):
