@@ -12,17 +12,10 @@
 # train_torchrun_sync_bn eval.  Needs: python3 with torch and torchvision (PYTHON overrides), .device/shared/data/cifar10-jpeg.tar.gz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-: "${OUT:?set OUT to the folder that comes back (the device tool sets it)}"
-py=${PYTHON:-python3}
+source scripts/device_common.sh  # device_setup, step, step_machine
+device_setup imagenet
 per_class=${1:-500}
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-log=$OUT/imagenet_gpu.log
-tgz=.device/shared/data/cifar10-jpeg.tar.gz
-work=${WORK:-/tmp/ttq-imagenet}
-mkdir -p "$work"
-source scripts/device_step.sh  # step NAME LIMIT_S COMMAND...
-step machine 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc;
-  '"$py"' -c "import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.cuda.get_device_name())"'
+step_machine
 step throughput 200 "$py" benchmarks/train_throughput.py --devices cuda --models torchvision.resnet18 \
   --image-size 224 --classes 1000 --batch 256 --methods fp,ttq --variants eager,cl+bf16 --rounds 5 --steps 5
 step folder 120 "$py" - "$tgz" "$work/folder" "$per_class" <<'PY'

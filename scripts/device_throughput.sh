@@ -17,16 +17,9 @@
 # compile time dominates r18 and cifar); split it across calls with STEPS if a call has less.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-: "${OUT:?set OUT to the folder that comes back (the device tool sets it)}"
-py=${PYTHON:-python3}
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-log=$OUT/throughput_gpu.log
-tgz=.device/shared/data/cifar10-jpeg.tar.gz
-work=${WORK:-/tmp/ttq-throughput}
-mkdir -p "$work"
-source scripts/device_step.sh  # step NAME LIMIT_S COMMAND...
-step machine 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc;
-  '"$py"' -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"'
+source scripts/device_common.sh  # device_setup, step, step_machine
+device_setup throughput
+step_machine
 step r18 240 "$py" benchmarks/train_throughput.py --devices cuda --models torchvision.resnet18 --image-size 224 \
   --classes 1000 --batch 256 --methods fp,ttq --variants eager,cl+bf16,all --rounds 5 --steps 5
 step cifar 240 "$py" benchmarks/train_throughput.py --devices cuda --models resnet20,resnet56 --methods fp,ttq \
