@@ -88,7 +88,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="torchvision.resnet18", help="comma-separated model names")
     p.add_argument("--methods", default="fp,ttq,twn", help="comma-separated; the first is the reference")
-    p.add_argument("--variant", default="cl+bf16", choices=[v for v in VARIANTS if "compile" not in v and v != "all"],
+    eager = [v for v, (_, _, mode) in VARIANTS.items() if mode is None]
+    p.add_argument("--variant", default="cl+bf16", choices=eager,
                    help="memory format and precision of the step (compiled variants are not counted)")
     p.add_argument("--image-size", type=int, default=None, help="default: 64 for torchvision models, else 32")
     p.add_argument("--top", type=int, default=6, help="list the operations each other method adds most of")

@@ -9,6 +9,9 @@ Variants, each against today's path measured side by side in the same process:
     compile     torch.compile of the model (--compile)
     cl+compile  channels_last and compile
     all         channels_last, bf16 and compile together
+    all+cg      `all` with mode="reduce-overhead": CUDA graphs replay each step's kernels with one launch, which
+                takes the per-operation host cost (what a ternary layer adds most of on a GPU) off the step;
+                CUDA only in effect (on a CPU it is `all`), so not in the default list
 
 bf16 pays off only where the hardware computes in it (CUDA tensor cores; CPUs with AVX512-BF16 or AMX): on a
 CPU without, PyTorch emulates it and a step is many times slower.
@@ -41,15 +44,17 @@ from ttq_lib.training import TrainConfig, param_groups
 from ttq_lib.training.loop import train_step
 from ttq_lib.training.provenance import machine
 
-VARIANTS = {  # name: (channels_last, bf16, compile)
-    "eager": (False, False, False),
-    "cl": (True, False, False),
-    "bf16": (False, True, False),
-    "cl+bf16": (True, True, False),
-    "compile": (False, False, True),
-    "cl+compile": (True, False, True),
-    "all": (True, True, True),
+VARIANTS = {  # name: (channels_last, bf16, torch.compile mode or None)
+    "eager": (False, False, None),
+    "cl": (True, False, None),
+    "bf16": (False, True, None),
+    "cl+bf16": (True, True, None),
+    "compile": (False, False, "default"),
+    "cl+compile": (True, False, "default"),
+    "all": (True, True, "default"),
+    "all+cg": (True, True, "reduce-overhead"),
 }
+DEFAULT_VARIANTS = [v for v in VARIANTS if v != "all+cg"]
 
 
 def make_step(arch: str, method: str, variant: str, device: torch.device, batch: int, size: int = 32,
@@ -58,7 +63,7 @@ def make_step(arch: str, method: str, variant: str, device: torch.device, batch:
 
     ``foreach`` is SGD's (None: PyTorch's default, the one-kernel-per-group update on CUDA, a loop over
     parameters on the CPU)."""
-    channels_last, bf16, compiled = VARIANTS[variant]
+    channels_last, bf16, mode = VARIANTS[variant]
     torch.manual_seed(0)
     model = build_model(arch, classes)
     if method != "fp":
@@ -68,19 +73,24 @@ def make_step(arch: str, method: str, variant: str, device: torch.device, batch:
         model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(param_groups(model, TrainConfig(method=method)), lr=0.01, momentum=0.9,
                           foreach=foreach)
-    net = torch.compile(model) if compiled else model
+    net = torch.compile(model, mode=mode) if mode else model
+    graphs = mode == "reduce-overhead"
     g = torch.Generator().manual_seed(1)
     x = torch.randn(batch, 3, size, size, generator=g).to(device)
     y = torch.randint(0, classes, (batch,), generator=g).to(device)
     sums = [torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), dtype=torch.int64, device=device)]
 
     def step():  # the training loop's own step, so what is timed is what `ttq train` runs
-        train_step(net, model, opt, x, y, sums, bf16, channels_last)
+        train_step(net, model, opt, x, y, sums, bf16, channels_last, graphs)
 
     t0 = time.perf_counter()
     step(), step()  # warm-up: compilation, allocator, cuDNN / oneDNN kernel choice, thread pools
     sync(device)
     return step, time.perf_counter() - t0
+
+
+def _first_line(e: Exception) -> str:
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
 
 
 def sync(device: torch.device) -> None:
@@ -96,8 +106,9 @@ def main():
     p.add_argument("--image-size", type=int, default=32, help="input images are this many pixels a side")
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--methods", default="fp,ttq", help="comma-separated: fp, ttq, twn")
-    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)} "
-                                                                   "(eager, the baseline, is always added)")
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                   help=f"comma-separated, of {', '.join(VARIANTS)} (default: all but all+cg; eager, the baseline, "
+                        "is always added)")
     p.add_argument("--devices", default=None, help="comma-separated (default: cpu, and cuda when present)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (the median is reported)")
@@ -126,24 +137,36 @@ def main():
         device = torch.device(dev_name)
         for arch in args.models.split(","):
             for method in args.methods.split(","):
-                steps, compile_s = {}, {}
+                steps, compile_s, failed = {}, {}, {}
                 for v in variants:
-                    steps[v], compile_s[v] = make_step(arch, method, v, device, args.batch, args.image_size,
-                                                       args.classes)
-                times = {v: [] for v in variants}
+                    try:
+                        steps[v], compile_s[v] = make_step(arch, method, v, device, args.batch, args.image_size,
+                                                           args.classes)
+                    except Exception as e:  # noqa: BLE001 - one variant failing must not cost a GPU call the rest
+                        failed[v] = _first_line(e)
+                times = {v: [] for v in steps}
                 for _ in range(args.rounds):
-                    for v, step in steps.items():
+                    for v, step in list(steps.items()):
                         sync(device)
                         t0 = time.perf_counter()
-                        for _ in range(args.steps):
-                            step()
-                        sync(device)
+                        try:
+                            for _ in range(args.steps):
+                                step()
+                            sync(device)
+                        except Exception as e:  # noqa: BLE001
+                            failed[v] = _first_line(e)
+                            del steps[v], times[v]
+                            continue
                         times[v].append((time.perf_counter() - t0) / args.steps)
-                base, base_min = statistics.median(times["eager"]), min(times["eager"])
                 print(f"\n{device.type} {arch} {method}")
+                for v, why in failed.items():
+                    print(f"  {v:10s} failed: {why}")
+                if "eager" not in times:
+                    continue
+                base, base_min = statistics.median(times["eager"]), min(times["eager"])
                 print(f"  {'variant':10s} {'ms/step':>8s} {'images/s':>9s} {'vs eager':>8s} {'(of mins)':>9s}"
                       f"  min-max ms; warm-up s")
-                for v in variants:
+                for v in times:
                     med = statistics.median(times[v])
                     print(f"  {v:10s} {1000 * med:8.1f} {args.batch / med:9.0f} {base / med:7.2f}x "
                           f"{base_min / min(times[v]):8.2f}x  {1000 * min(times[v]):.0f}-{1000 * max(times[v]):.0f}; "

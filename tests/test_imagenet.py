@@ -84,6 +84,8 @@ def test_corrupt_jpeg_is_skipped_with_a_warning_naming_it(syn):
     (["--model", "resnet18", "--sync-bn"], "--sync-bn needs CUDA"),
     (["--model", "alexnet", "--image-size", "32"], "too small for alexnet: at least 63"),
     (["--model", "resnet18", "--holdout", "5"], "apply to CIFAR-10 only"),
+    (["--model", "resnet18", "--compile-mode", "reduce-overhead", "--world", "2"],
+     "reduce-overhead (CUDA graphs) is not supported with several processes"),
 ])
 def test_cli_refuses_and_writes_nothing(syn, tmp_path, capsys, monkeypatch, argv, message):
     if "--world" in argv:  # as torchrun would set it; the check comes before any process group is joined

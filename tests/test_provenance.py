@@ -37,7 +37,7 @@ def repo(tmp_path, monkeypatch):
 def test_clean_tree_records_only_the_commit(repo):
     head = _git(repo, "rev-parse", "HEAD").decode().strip()
     (repo / "untracked.txt").write_text("not part of the commit, not counted")
-    p = prov.provenance()
+    p = prov.provenance(repo)
     assert p["git_commit"] == head
     assert "git_diff_sha256" not in p and "git_dirty_files" not in p
 
@@ -45,7 +45,7 @@ def test_clean_tree_records_only_the_commit(repo):
 def test_dirty_tree_records_the_diff_hash_and_files(repo):
     head = _git(repo, "rev-parse", "HEAD").decode().strip()
     (repo / "train.py").write_text("lr = 0.2\n")
-    p = prov.provenance()
+    p = prov.provenance(repo)
     assert p["git_commit"] == head + "+dirty"
     assert p["git_dirty_files"] == ["train.py"]
     diff = _git(repo, "diff", "HEAD", "--binary")
@@ -53,17 +53,17 @@ def test_dirty_tree_records_the_diff_hash_and_files(repo):
     assert p["git_diff_sha256"] == hashlib.sha256(diff).hexdigest()
     # a different edit gives a different hash; staging it changes nothing (the diff is against HEAD)
     (repo / "train.py").write_text("lr = 0.3\n")
-    third = prov.provenance()["git_diff_sha256"]
+    third = prov.provenance(repo)["git_diff_sha256"]
     assert third != p["git_diff_sha256"]
     _git(repo, "add", "train.py")
-    assert prov.provenance()["git_diff_sha256"] == third
+    assert prov.provenance(repo)["git_diff_sha256"] == third
 
 
 def test_binary_changes_hash_by_content(repo):
     hashes = []
     for fill in (1, 2):
         (repo / "blob.bin").write_bytes(bytes([fill]) * 300)
-        p = prov.provenance()
+        p = prov.provenance(repo)
         assert p["git_dirty_files"] == ["blob.bin"]
         assert p["git_diff_sha256"] == hashlib.sha256(_git(repo, "diff", "HEAD", "--binary")).hexdigest()
         hashes.append(p["git_diff_sha256"])
@@ -78,17 +78,29 @@ def test_deleted_and_nested_files_are_listed(repo):
     _git(repo, "commit", "-q", "-m", "more")
     (repo / "blob.bin").unlink()
     (repo / "sub" / "m.py").write_text("x = 2\n")
-    assert prov.provenance()["git_dirty_files"] == ["blob.bin", "sub/m.py"]
+    assert prov.provenance(repo)["git_dirty_files"] == ["blob.bin", "sub/m.py"]
 
 
 def test_copy_without_git_takes_the_hash_from_the_environment(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no repository here
+    repo = tmp_path  # no repository here
     monkeypatch.setenv("TTQ_GIT_COMMIT", "abc123+dirty")
     monkeypatch.delenv("TTQ_GIT_DIFF_SHA256", raising=False)
-    p = prov.provenance()
+    p = prov.provenance(repo)
     assert p["git_commit"] == "abc123+dirty" and "git_diff_sha256" not in p
     monkeypatch.setenv("TTQ_GIT_DIFF_SHA256", "AB" * 32)
-    assert prov.provenance()["git_diff_sha256"] == "ab" * 32
+    assert prov.provenance(repo)["git_diff_sha256"] == "ab" * 32
     monkeypatch.setenv("TTQ_GIT_DIFF_SHA256", "not-a-hash")
     with pytest.raises(ValueError, match="TTQ_GIT_DIFF_SHA256='not-a-hash' is not a sha256 hex digest.*unset it"):
-        prov.provenance()
+        prov.provenance(repo)
+
+
+def test_the_commit_is_the_library_checkouts_not_the_current_directorys(repo):
+    """``ttq train`` started inside another repository records the commit of the code that ran."""
+    assert prov.provenance()["git_commit"] != _git(repo, "rev-parse", "HEAD").decode().strip()
+    if (prov.CODE_DIR.parent / ".git").exists():  # an editable install from a checkout (CI's clone)
+        head = _git(prov.CODE_DIR, "rev-parse", "HEAD").decode().strip()
+        assert prov.provenance()["git_commit"].removesuffix("+dirty") == head
+    assert prov.repo_root() == repo.resolve()  # while the folder a path is in still follows the path
+    (repo / "results").mkdir()
+    assert prov.repo_root(repo / "results" / "last.safetensors") == repo.resolve()
+    assert prov.repo_root(repo.parent) == repo.parent.resolve()  # outside git: the folder itself

@@ -204,6 +204,17 @@ def test_precision_must_be_one_of_the_choices(tmp_path, capsys):
         TrainConfig(precision="fp16").validate()
 
 
+def test_compile_mode_must_be_one_of_the_choices_and_needs_compile(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--data", "synthetic:64", "--compile-mode", "fast", "--out", str(tmp_path / "x")])
+    assert info.value.code == 2
+    assert "argument --compile-mode: invalid choice: fast" in capsys.readouterr().err.replace("'", "")
+    with pytest.raises(ValueError, match="--compile-mode fast is not one of default, reduce-overhead, max-autotune"):
+        TrainConfig(compile=True, compile_mode="fast").validate()
+    with pytest.raises(ValueError, match="compile_mode='reduce-overhead' applies to a compiled model: set compile"):
+        TrainConfig(compile_mode="reduce-overhead").validate()  # a plan's recipe that forgot compile = true
+
+
 def test_old_config_json_loads_with_the_behaviour_of_its_version():
     # config.json of a run started before these options: NCHW, fp32, eager, as that version trained
     cfg = TrainConfig.from_dict({"model": "resnet20", "method": "ttq", "epochs": 3})
@@ -256,22 +267,26 @@ def test_diverged_run_stops_with_a_clear_error_and_keeps_its_last_epoch(tmp_path
     assert not (tmp_path / "div" / "last.safetensors").exists()
 
 
-def test_compile_option_trains_through_torch_compile(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compile_option_trains_through_torch_compile(tmp_path, monkeypatch, mode):
     # The real Inductor compile is tests/test_compile.py; here the "eager" backend (dynamo's graph capture,
-    # then the captured ops as they are) shows that the run steps through the compiled module, and that it
-    # trains the very parameters the checkpoint saves: the weights equal those of the uncompiled run.
-    compiled = []
+    # then the captured ops as they are; it ignores the mode) shows that the run steps through the compiled
+    # module with the mode asked for, and that it trains the very parameters the checkpoint saves: the weights
+    # equal those of the uncompiled run.  With CUDA graphs every step is marked as a new one.
+    compiled, marks = [], []
     real_compile = torch.compile
 
     def eager_compile(model, **kw):
-        compiled.append(model)
+        compiled.append((model, kw.get("mode")))
         return real_compile(model, backend="eager", **kw)
 
     monkeypatch.setattr(torch, "compile", eager_compile)
-    data = synthetic_cifar10(96, 64)
-    train(small_cfg(tmp_path, "compiled", epochs=1, compile=True), progress=False, data=data)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    data = synthetic_cifar10(96, 64)  # 3 steps of 32
+    train(small_cfg(tmp_path, "compiled", epochs=1, compile=True, compile_mode=mode), progress=False, data=data)
     train(small_cfg(tmp_path, "eager", epochs=1), progress=False, data=data)
-    assert len(compiled) == 1 and type(compiled[0]).__name__ == "CifarResNet"
+    assert len(compiled) == 1 and type(compiled[0][0]).__name__ == "CifarResNet" and compiled[0][1] == mode
+    assert len(marks) == (3 if mode == "reduce-overhead" else 0)
     a = load_file(str(tmp_path / "compiled" / "last.safetensors"))
     b = load_file(str(tmp_path / "eager" / "last.safetensors"))
     for k in a:

@@ -235,7 +235,8 @@ def _twn_alpha(w: torch.Tensor, nonzero: torch.Tensor) -> torch.Tensor:
 def twn_scale(weight: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:
     """TWN's single scale: ``alpha = mean(|w| over |w| > delta)`` (Li & Liu 2016, Eq. 6)."""
     delta = threshold_twn(weight) if delta is None else check_delta(delta, weight)
-    return _twn_alpha(weight, ternary_codes(weight, delta) != 0)
+    pos, neg = _regions(weight, delta)
+    return _twn_alpha(weight, pos | neg)
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ def add(sub) -> None:
     from ..layers import SCALE_INITS
     from ..models import DEPTHS
     from ..models.imagenet import IMAGENET_MODELS
-    from ..training.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig
+    from ..training.config import COMPILE_MODES, METHODS, PRECISIONS, SCHEDULES, TrainConfig
     from ..training.imagenet_recipe import add_imagenet_arguments
 
     d = TrainConfig()
@@ -86,6 +86,10 @@ def add(sub) -> None:
     p.add_argument("--precision", default=d.precision, choices=list(PRECISIONS),
                    help="bf16: run the forward pass under bfloat16 autocast (weights and optimizer stay fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (the first steps compile)")
+    p.add_argument("--compile-mode", default=None, choices=list(COMPILE_MODES),
+                   help="torch.compile's mode, implying --compile: reduce-overhead adds CUDA graphs, which replay "
+                        "a step's kernels with one launch (on a GPU, what a ternary layer adds to a step is mostly "
+                        "launch cost: README, 'On a GPU'); one process only; on a CPU the same as default")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last (NHWC) memory format; omitted, on for CPU (measured faster), off for "
                         "CUDA%(default).0s")
@@ -123,7 +127,9 @@ def cmd_train(args) -> int:
                           eval_resize=args.eval_resize, workers=args.workers, decode=args.decode,
                           sync_bn=args.sync_bn, seed=args.seed, threads=args.threads, device=args.device,
                           train_subset=args.train_subset, test_subset=args.test_subset, holdout=args.holdout,
-                          scale_lr=args.scale_lr, precision=args.precision, compile=args.compile,
+                          scale_lr=args.scale_lr, precision=args.precision,
+                          compile=args.compile or args.compile_mode is not None,
+                          compile_mode=args.compile_mode or "default",
                           channels_last=args.channels_last, log_every=args.log_every, out=out)
         # torchrun --max-restarts N starts the same command again after a process died: continue the run it
         # began, and only that one (the folder's config.json must be this command's).

@@ -33,7 +33,7 @@ from .plan_lock import PlanLock, other_runner
 # Execution settings: they may differ between the calls that run one plan (a CPU session, then a GPU call).
 # The recipe does not depend on them; the last bits of the floats may (thread count, memory format and compiled
 # kernels change the order of summation), as they do between any two machines.
-_EXECUTION = {"out", "threads", "device", "log_every", "compile", "channels_last"}
+_EXECUTION = {"out", "threads", "device", "log_every", "compile", "compile_mode", "channels_last"}
 
 
 @dataclass

@@ -32,6 +32,10 @@ SCHEDULES = ("step", "cosine")
 #: fp32, or bf16 autocast of the forward pass (weights, gradients and optimizer state stay fp32).  No fp16:
 #: its narrow range would need a gradient scaler, while bf16 has fp32's exponent range.
 PRECISIONS = ("fp32", "bf16")
+#: torch.compile's modes: "reduce-overhead" adds CUDA graphs (a whole step's kernels replayed with one launch,
+#: which removes the per-operation host cost on a GPU; on a CPU it is "default"); "max-autotune" also times
+#: kernel variants while compiling.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 #: What a config.json written before a field existed meant by its absence: the behaviour of those versions.
 #: (channels_last's default for new runs depends on the device; old runs always trained NCHW.)
 OLD_DEFAULTS = {"channels_last": False}
@@ -69,6 +73,7 @@ class TrainConfig:
     scale_lr: float | None = None    # learning rate of Wp, Wn (their own group); None: the same as lr
     precision: str = "fp32"          # "bf16": autocast the forward pass to bfloat16
     compile: bool = False            # torch.compile the model for the training steps
+    compile_mode: str = "default"    # torch.compile's mode (COMPILE_MODES)
     channels_last: bool | None = None  # None: the device's default (default_channels_last) at each start
     log_every: int = 20              # read the loss back for the progress bar every this many steps
     recipe: str | None = None        # the plan's name for these settings (ttq reproduce); kept in metrics.json
@@ -141,6 +146,11 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, bool) or (name == "channels_last" and value is None)):
                 raise ValueError(f"{name}={value!r} must be true or false")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"--compile-mode {self.compile_mode} is not one of {', '.join(COMPILE_MODES)}")
+        if self.compile_mode != "default" and not self.compile:
+            raise ValueError(f"compile_mode={self.compile_mode!r} applies to a compiled model: set compile = true "
+                             "as well (`ttq train --compile-mode` does)")
         if not _is_int(self.log_every) or self.log_every < 1:
             raise ValueError(f"--log-every {self.log_every} must be a whole number >= 1: the progress bar reads the "
                              "loss back every that many steps (20 is a good value)")

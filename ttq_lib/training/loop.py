@@ -84,14 +84,19 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def train_step(net: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               sums: list[torch.Tensor], bf16: bool = False, channels_last: bool = False) -> int:
+               sums: list[torch.Tensor], bf16: bool = False, channels_last: bool = False,
+               cudagraphs: bool = False) -> int:
     """One training step, the only one there is (``train`` and benchmarks/train_throughput.py both call it).
 
     Forward of ``net`` (the model, or DDP / torch.compile around it) and cross-entropy under bf16 autocast when
     asked, backward (DDP averages the gradients of all processes here), the optimizer step, then the clamp that
     keeps TTQ's Wp, Wn positive (on ``model``, the module that owns them).  The loss (times the batch size)
     and the count of correct answers are added to ``sums`` [loss_sum, correct] on the device: nothing is read
-    back.  Returns the batch size."""
+    back.  ``cudagraphs``: ``net`` was compiled with mode "reduce-overhead"; each step is marked as a new one, so
+    that its graphs may reuse the memory of the last step's outputs (the loop keeps none of them).  Returns the
+    batch size."""
+    if cudagraphs:
+        torch.compiler.cudagraph_mark_step_begin()
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -235,6 +240,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
 
         folder = scan_image_folder(cfg.data)
         distributed.per_process_batch(cfg.batch_size, int(os.environ.get("WORLD_SIZE", 1)))
+        if cfg.compile and cfg.compile_mode == "reduce-overhead" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+            raise ValueError("--compile-mode reduce-overhead (CUDA graphs) is not supported with several processes "
+                             "(DDP exchanges gradients between the graphs): use --compile (mode default)")
         info = distributed.setup(cfg.device)
         if cfg.sync_bn and info.device.type != "cuda":
             raise ValueError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm runs on GPUs only): drop it on CPUs")
@@ -295,7 +303,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
 
     net = distributed.wrap(model, info, cfg.sync_bn)  # DDP (and SyncBatchNorm) when asked; else model
     saved = distributed.plain_batchnorm_view(model) if cfg.sync_bn else model  # what the checkpoint holds
-    net = torch.compile(net) if cfg.compile else net  # shares model's parameters; model is what is saved
+    net = torch.compile(net, mode=cfg.compile_mode) if cfg.compile else net  # model's parameters; model is saved
+    cudagraphs = cfg.compile and cfg.compile_mode == "reduce-overhead"
     bf16 = cfg.precision == "bf16"
     # float64 sums of per-batch float32 losses: the same numbers the earlier per-step loss.item() summed
     sum_dtype = torch.float32 if device.type == "mps" else torch.float64
@@ -311,7 +320,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
                    leave=False)
         for step, (x, y) in enumerate(bar):
             lr = set_learning_rates(opt, cfg, epoch, step, steps)
-            seen += train_step(net, model, opt, x, y, sums, bf16, channels_last)
+            seen += train_step(net, model, opt, x, y, sums, bf16, channels_last, cudagraphs)
             if progress and step % cfg.log_every == 0:
                 mean_loss = _read_loss(sums[0], seen, epoch, step)
                 bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{100 * int(sums[1]) / seen:.1f}", lr=f"{lr:.4g}")
@@ -358,11 +367,8 @@ def _write_metrics(cfg, history, last_path, metrics_path, data, source, device, 
                    info) -> dict:
     """metrics.json: the run's result, written when its last epoch is committed."""
     final = history[-1] if history else {}
-    root = repo_root()
-    try:
-        ckpt = str(last_path.resolve().relative_to(root))
-    except ValueError:
-        ckpt = str(last_path.resolve())
+    root = repo_root(last_path.parent)  # the repository the run is written into, wherever the command started
+    ckpt = str(last_path.resolve().relative_to(root) if (root / ".git").exists() else last_path.resolve())
     best = lambda key: max((r[key] for r in history if r.get(key) is not None), default=None)  # noqa: E731
     split = "val" if task is not None else "holdout" if cfg.holdout else "test"
     if task is not None:

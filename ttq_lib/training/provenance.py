@@ -1,4 +1,8 @@
-"""Where a result came from: git commit (and, for a dirty tree, which changes), library versions, machine."""
+"""Where a result came from: git commit (and, for a dirty tree, which changes), library versions, machine.
+
+The commit is that of the checkout the running ``ttq_lib`` was imported from (:data:`CODE_DIR`), not of
+whatever repository the command was started in: ``ttq train`` run from another project's folder must not
+record that project's commit as the code that trained the run."""
 from __future__ import annotations
 
 import hashlib
@@ -7,32 +11,42 @@ import platform
 import re
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import torch
 
+#: The folder the running library was imported from; its git checkout is the code a run records.
+CODE_DIR = Path(__file__).resolve().parent.parent
 
-def repo_root() -> Path:
-    """The git work tree holding the current directory (or the current directory outside git)."""
+
+def _git(args: list[str], where: Path, text: bool = True):
+    """``git args`` run in ``where`` (raises CalledProcessError outside a work tree, OSError without git)."""
+    return subprocess.run(["git", *args], cwd=where, capture_output=True, text=text, check=True).stdout
+
+
+def repo_root(path: str | os.PathLike | None = None) -> Path:
+    """The git work tree holding ``path`` (a folder or file; default the current directory), or that folder
+    itself outside git."""
+    where = Path(path or Path.cwd()).resolve()
+    where = where if where.is_dir() else where.parent
     try:
-        out = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
-                             check=True)
-        return Path(out.stdout.strip())
+        return Path(_git(["rev-parse", "--show-toplevel"], where).strip())
     except (OSError, subprocess.CalledProcessError):
-        return Path.cwd()
+        return where
 
 
-def git_commit() -> str:
-    """HEAD's hash, with '+dirty' when tracked files have uncommitted changes.
+def git_commit(code_dir: Path = CODE_DIR) -> str:
+    """HEAD's hash of the checkout holding ``code_dir``, with '+dirty' when tracked files have uncommitted
+    changes; "unknown" when the library was installed without git (its version is recorded then).
 
     A copy of the tree without .git (a remote GPU machine) can pass the hash in TTQ_GIT_COMMIT."""
     if os.environ.get("TTQ_GIT_COMMIT"):
         return os.environ["TTQ_GIT_COMMIT"]
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+        head = _git(["rev-parse", "HEAD"], code_dir)
+        dirty = _git(["status", "--porcelain", "--untracked-files=no"], code_dir)
+        return head.strip() + ("+dirty" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -44,7 +58,7 @@ GIT_DIFF = ("git", "diff", "HEAD", "--binary", "--no-color", "--no-ext-diff", "-
 ENV_DIFF_SHA256 = "TTQ_GIT_DIFF_SHA256"
 
 
-def git_changes() -> dict:
+def git_changes(code_dir: Path = CODE_DIR) -> dict:
     """What '+dirty' in :func:`git_commit` stands for: ``git_diff_sha256`` (sha256 of the bytes of
     :data:`GIT_DIFF`, tracked files against HEAD, staged or not) and ``git_dirty_files`` (their paths, relative
     to the work tree); ``{}`` for a clean tree or outside git.  Untracked files are not included, as in
@@ -63,9 +77,8 @@ def git_changes() -> dict:
         return {"git_diff_sha256": digest}
     try:
         # bytes, not text: a diff may hold binary patches and file names in any encoding
-        diff = subprocess.run(list(GIT_DIFF), capture_output=True, check=True).stdout
-        names = subprocess.run(["git", "diff", "HEAD", "--name-only", "-z", "--no-renames"], capture_output=True,
-                               check=True).stdout
+        diff = _git(list(GIT_DIFF[1:]), code_dir, text=False)
+        names = _git(["diff", "HEAD", "--name-only", "-z", "--no-renames"], code_dir, text=False)
     except (OSError, subprocess.CalledProcessError):
         return {}
     files = [os.fsdecode(n) for n in names.split(b"\0") if n]
@@ -91,10 +104,20 @@ def command_line() -> str:
     return " ".join([prog] + sys.argv[1:])
 
 
-def provenance() -> dict:
+def package_version() -> str:
+    """The installed ttq-workbook's version ("unknown" when it runs from a folder that was never installed)."""
+    try:
+        return metadata.version("ttq-workbook")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def provenance(code_dir: Path = CODE_DIR) -> dict:
     """The commit, versions and machine of a run; for a dirty tree also ``git_diff_sha256`` and
-    ``git_dirty_files`` (:func:`git_changes`), so that "+dirty" says which uncommitted changes ran."""
-    commit = git_commit()
-    changes = git_changes() if commit.endswith("+dirty") or os.environ.get("TTQ_GIT_COMMIT") else {}
-    return {"git_commit": commit, **changes, "torch_version": torch.__version__,
-            "python_version": platform.python_version(), "machine": machine()}
+    ``git_dirty_files`` (:func:`git_changes`), so that "+dirty" says which uncommitted changes ran.
+    ``code_dir`` is the code whose commit is recorded: the library's own checkout unless a test says otherwise."""
+    commit = git_commit(code_dir)
+    changes = git_changes(code_dir) if commit.endswith("+dirty") or os.environ.get("TTQ_GIT_COMMIT") else {}
+    return {"git_commit": commit, **changes, "ttq_workbook_version": package_version(),
+            "torch_version": torch.__version__, "python_version": platform.python_version(),
+            "machine": machine()}
