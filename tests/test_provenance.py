@@ -26,9 +26,10 @@ def repo(tmp_path, monkeypatch):
     monkeypatch.delenv("TTQ_GIT_COMMIT", raising=False)
     monkeypatch.delenv("TTQ_GIT_DIFF_SHA256", raising=False)
     _git(tmp_path, "init", "-q")
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 't'\n")  # a source checkout, as ours is
     (tmp_path / "train.py").write_text("lr = 0.1\n")
     (tmp_path / "blob.bin").write_bytes(bytes(range(256)))
-    _git(tmp_path, "add", "train.py", "blob.bin")
+    _git(tmp_path, "add", "pyproject.toml", "train.py", "blob.bin")
     _git(tmp_path, "commit", "-q", "-m", "start")
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -104,3 +105,12 @@ def test_the_commit_is_the_library_checkouts_not_the_current_directorys(repo):
     (repo / "results").mkdir()
     assert prov.repo_root(repo / "results" / "last.safetensors") == repo.resolve()
     assert prov.repo_root(repo.parent) == repo.parent.resolve()  # outside git: the folder itself
+
+
+def test_an_installed_copy_inside_another_repository_records_no_commit(repo):
+    """A wheel installed into a virtual environment inside a project: site-packages is in that project's git
+    tree, but its commit is not the library's."""
+    package = repo / ".venv" / "lib" / "site-packages" / "ttq_lib"
+    package.mkdir(parents=True)
+    assert prov.git_commit(package) == "unknown" and prov.git_commit(repo) != "unknown"
+    assert prov.provenance(package)["git_commit"] == "unknown"

@@ -16,8 +16,16 @@ from pathlib import Path
 
 import torch
 
-#: The folder the running library was imported from; its git checkout is the code a run records.
+#: The package folder (``ttq_lib``) the running library was imported from; its git checkout is the code a run
+#: records.
 CODE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _is_checkout(code_dir: Path) -> bool:
+    """Whether ``code_dir`` is in a source checkout (it or its parent holds pyproject.toml): an installed wheel's
+    site-packages may lie inside some other git repository (a virtual environment in a project), whose commit is
+    not ours."""
+    return any((d / "pyproject.toml").is_file() for d in (code_dir, code_dir.parent))
 
 
 def _git(args: list[str], where: Path, text: bool = True):
@@ -38,11 +46,13 @@ def repo_root(path: str | os.PathLike | None = None) -> Path:
 
 def git_commit(code_dir: Path = CODE_DIR) -> str:
     """HEAD's hash of the checkout holding ``code_dir``, with '+dirty' when tracked files have uncommitted
-    changes; "unknown" when the library was installed without git (its version is recorded then).
+    changes; "unknown" for an installed copy, not a source checkout (its version is recorded then).
 
     A copy of the tree without .git (a remote GPU machine) can pass the hash in TTQ_GIT_COMMIT."""
     if os.environ.get("TTQ_GIT_COMMIT"):
         return os.environ["TTQ_GIT_COMMIT"]
+    if not _is_checkout(code_dir):
+        return "unknown"
     try:
         head = _git(["rev-parse", "HEAD"], code_dir)
         dirty = _git(["status", "--porcelain", "--untracked-files=no"], code_dir)
