@@ -41,6 +41,7 @@ import torch
 
 from ttq_lib import build_model, ternarize_model
 from ttq_lib.training import TrainConfig, param_groups
+from ttq_lib.training.config import uses_cudagraphs
 from ttq_lib.training.loop import train_step
 from ttq_lib.training.provenance import machine
 
@@ -74,7 +75,7 @@ def make_step(arch: str, method: str, variant: str, device: torch.device, batch:
     opt = torch.optim.SGD(param_groups(model, TrainConfig(method=method)), lr=0.01, momentum=0.9,
                           foreach=foreach)
     net = torch.compile(model, mode=mode) if mode else model
-    graphs = mode == "reduce-overhead"
+    graphs = uses_cudagraphs(mode)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(batch, 3, size, size, generator=g).to(device)
     y = torch.randint(0, classes, (batch,), generator=g).to(device)

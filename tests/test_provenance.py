@@ -104,7 +104,7 @@ def test_the_commit_is_the_library_checkouts_not_the_current_directorys(repo):
     assert prov.repo_root() == repo.resolve()  # while the folder a path is in still follows the path
     (repo / "results").mkdir()
     assert prov.repo_root(repo / "results" / "last.safetensors") == repo.resolve()
-    assert prov.repo_root(repo.parent) == repo.parent.resolve()  # outside git: the folder itself
+    assert prov.repo_root(repo.parent) is None  # outside git
 
 
 def test_an_installed_copy_inside_another_repository_records_no_commit(repo):
@@ -114,3 +114,18 @@ def test_an_installed_copy_inside_another_repository_records_no_commit(repo):
     package.mkdir(parents=True)
     assert prov.git_commit(package) == "unknown" and prov.git_commit(repo) != "unknown"
     assert prov.provenance(package)["git_commit"] == "unknown"
+
+
+def test_metrics_name_the_checkpoint_relative_to_the_repository_it_is_written_into(repo, tmp_path_factory):
+    """A run folder inside a repository (a committed run) names its checkpoint from that repository's root, so
+    the path means the same on every clone; outside git the path is absolute."""
+    from ttq_lib.training import TrainConfig, train
+
+    def run(out):
+        cfg = TrainConfig(model="resnet20", method="ttq", epochs=1, batch_size=16, train_subset=32,
+                          test_subset=12, threads=1, data="synthetic:64", out=str(out))
+        return train(cfg, progress=False)["checkpoint"]
+
+    assert run(repo / "results" / "r") == "results/r/last.safetensors"
+    outside = tmp_path_factory.mktemp("no_git") / "r"
+    assert run(outside) == str((outside / "last.safetensors").resolve())

@@ -36,6 +36,12 @@ PRECISIONS = ("fp32", "bf16")
 #: which removes the per-operation host cost on a GPU; on a CPU it is "default"); "max-autotune" also times
 #: kernel variants while compiling.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
+def uses_cudagraphs(mode: str | None) -> bool:
+    """Whether a torch.compile ``mode`` records CUDA graphs, so each training step must be marked as a new one
+    (:func:`ttq_lib.training.loop.train_step`)."""
+    return mode == "reduce-overhead"
 #: What a config.json written before a field existed meant by its absence: the behaviour of those versions.
 #: (channels_last's default for new runs depends on the device; old runs always trained NCHW.)
 OLD_DEFAULTS = {"channels_last": False}

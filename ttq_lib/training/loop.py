@@ -36,7 +36,8 @@ from ..formats import (load_model, load_training_state, save_checkpoint, save_tr
                        write_text_atomic)
 from ..layers import clamp_scales_
 from . import distributed
-from .config import CONFIG_FILE, TrainConfig, build, default_channels_last, learning_rate, save_config
+from .config import (CONFIG_FILE, TrainConfig, build, default_channels_last, learning_rate, save_config,
+                     uses_cudagraphs)
 from .evaluate import accuracy
 from .history import read_history, weight_histograms
 from .provenance import command_line, provenance, repo_root
@@ -240,7 +241,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
 
         folder = scan_image_folder(cfg.data)
         distributed.per_process_batch(cfg.batch_size, int(os.environ.get("WORLD_SIZE", 1)))
-        if cfg.compile and cfg.compile_mode == "reduce-overhead" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        if cfg.compile and uses_cudagraphs(cfg.compile_mode) and int(os.environ.get("WORLD_SIZE", 1)) > 1:
             raise ValueError("--compile-mode reduce-overhead (CUDA graphs) is not supported with several processes "
                              "(DDP exchanges gradients between the graphs): use --compile (mode default)")
         info = distributed.setup(cfg.device)
@@ -304,7 +305,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
     net = distributed.wrap(model, info, cfg.sync_bn)  # DDP (and SyncBatchNorm) when asked; else model
     saved = distributed.plain_batchnorm_view(model) if cfg.sync_bn else model  # what the checkpoint holds
     net = torch.compile(net, mode=cfg.compile_mode) if cfg.compile else net  # model's parameters; model is saved
-    cudagraphs = cfg.compile and cfg.compile_mode == "reduce-overhead"
+    cudagraphs = cfg.compile and uses_cudagraphs(cfg.compile_mode)
     bf16 = cfg.precision == "bf16"
     # float64 sums of per-batch float32 losses: the same numbers the earlier per-step loss.item() summed
     sum_dtype = torch.float32 if device.type == "mps" else torch.float64
@@ -368,7 +369,7 @@ def _write_metrics(cfg, history, last_path, metrics_path, data, source, device, 
     """metrics.json: the run's result, written when its last epoch is committed."""
     final = history[-1] if history else {}
     root = repo_root(last_path.parent)  # the repository the run is written into, wherever the command started
-    ckpt = str(last_path.resolve().relative_to(root) if (root / ".git").exists() else last_path.resolve())
+    ckpt = str(last_path.resolve().relative_to(root) if root else last_path.resolve())
     best = lambda key: max((r[key] for r in history if r.get(key) is not None), default=None)  # noqa: E731
     split = "val" if task is not None else "holdout" if cfg.holdout else "test"
     if task is not None:

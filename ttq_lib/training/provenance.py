@@ -33,15 +33,15 @@ def _git(args: list[str], where: Path, text: bool = True):
     return subprocess.run(["git", *args], cwd=where, capture_output=True, text=text, check=True).stdout
 
 
-def repo_root(path: str | os.PathLike | None = None) -> Path:
-    """The git work tree holding ``path`` (a folder or file; default the current directory), or that folder
-    itself outside git."""
+def repo_root(path: str | os.PathLike | None = None) -> Path | None:
+    """The git work tree holding ``path`` (a folder or file; default the current directory); None outside git
+    (or without git)."""
     where = Path(path or Path.cwd()).resolve()
     where = where if where.is_dir() else where.parent
     try:
         return Path(_git(["rev-parse", "--show-toplevel"], where).strip())
     except (OSError, subprocess.CalledProcessError):
-        return where
+        return None
 
 
 def git_commit(code_dir: Path = CODE_DIR) -> str:
