@@ -169,19 +169,20 @@ def test_the_committed_plans_load_and_give_ttq_and_twn_one_recipe():
     assert {r.seed for r in plan.runs if r.model == "resnet20"} == {0, 1, 2}
     # the learning rates are the committed search's best (one search, ResNet-20, used at every depth)
     best = best_settings(root.parent / "results" / "cifar10-lr-search")
-    own = ("method", "lr", "scale_lr")  # what the search chose per method; the rest is one budget for both
-    for run in plan.runs:
-        if run.recipe in ("ttq", "twn"):  # same budget and schedule, from the same adapted model
-            other = plan.run(run.name.replace(run.recipe, "twn" if run.recipe == "ttq" else "ttq"))
-            assert {k: v for k, v in run.settings.items() if k not in own} == \
-                {k: v for k, v in other.settings.items() if k not in own}
-            assert run.after == f"{run.model}-adapt-s{run.seed}"
-            chosen = best["resnet20", run.recipe]
-            assert run.settings["lr"] == chosen["lr"] and run.settings.get("scale_lr") == chosen.get("scale_lr")
+    own = ("method", "lr", "scale_lr")  # what the search chose per method; the rest is one budget for all
+    compared = [r for r in plan.runs if r.recipe in ("fp", "ttq", "twn")]
+    assert {r.recipe for r in compared} == {"fp", "ttq", "twn"}  # the FP control runs beside TTQ and TWN
+    for run in compared:  # same budget and schedule, from the same adapted model
+        other = plan.run(f"{run.model}-ttq-s{run.seed}")
+        assert {k: v for k, v in run.settings.items() if k not in own} == \
+            {k: v for k, v in other.settings.items() if k not in own}
+        assert run.after == f"{run.model}-adapt-s{run.seed}"
+        chosen = best["resnet20", run.settings["method"]]
+        assert run.settings["lr"] == chosen["lr"] and run.settings.get("scale_lr") == chosen.get("scale_lr")
     search = load_plan(root / "cifar10-lr-search.toml")
-    lrs = {m: sorted(r.settings["lr"] for r in search.runs if r.settings["method"] == m
-                     and r.settings.get("scale_lr") in (None, 0.001)) for m in ("ttq", "twn")}
-    assert lrs["ttq"] == lrs["twn"] == [0.02, 0.05, 0.1]
+    lrs = {m: sorted(r.settings["lr"] for r in search.runs if r.recipe.startswith(m)
+                     and r.settings.get("scale_lr") in (None, 0.001)) for m in ("fp", "ttq", "twn")}
+    assert lrs["fp"] == lrs["ttq"] == lrs["twn"] == [0.02, 0.05, 0.1]  # one grid for all three
     assert all(r.settings["holdout"] == 5000 for r in search.runs)
 
 

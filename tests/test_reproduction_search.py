@@ -10,14 +10,14 @@ from ttq_lib.reproduction.stats import welch_interval
 from ttq_lib.reproduction.table import table_rows
 
 
-def write_run(plan, name, method, acc, seed=0, lr=0.1, scale_lr=None, split="holdout", images=5000):
+def write_run(plan, name, method, acc, seed=0, lr=0.1, scale_lr=None, split="holdout", images=5000, epochs=4):
     folder = plan / name
     folder.mkdir(parents=True)
     recipe = name.rsplit("-s", 1)[0].split("-", 1)[1]
     (folder / "config.json").write_text(json.dumps({"model": "resnet20", "method": method, "seed": seed,
-                                                    "epochs": 4, "lr": lr, "scale_lr": scale_lr,
+                                                    "epochs": epochs, "lr": lr, "scale_lr": scale_lr,
                                                     "holdout": images if split == "holdout" else None}))
-    metrics = {"model": "resnet20", "method": method, "seed": seed, "recipe": recipe, "epochs": 4,
+    metrics = {"model": "resnet20", "method": method, "seed": seed, "recipe": recipe, "epochs": epochs,
                "eval_split": split, f"{split}_accuracy": acc, f"{split}_images": images}
     if split == "holdout":
         metrics["test_accuracy"] = None  # what the training writes: the test split was never evaluated
@@ -27,7 +27,7 @@ def write_run(plan, name, method, acc, seed=0, lr=0.1, scale_lr=None, split="hol
 @pytest.fixture()
 def search(tmp_path):
     plan = tmp_path / "results" / "lr-search"
-    write_run(plan, "resnet20-adapt-s0", "fp", 90.0, lr=0.01)
+    write_run(plan, "resnet20-adapt-s0", "fp", 90.0, lr=0.01, epochs=2)
     write_run(plan, "resnet20-ttq-lr0.02-scalelr0.01-s0", "ttq", 85.0, lr=0.02, scale_lr=0.01)
     write_run(plan, "resnet20-ttq-lr0.05-scalelr0.01-s0", "ttq", 88.0, lr=0.05, scale_lr=0.01)
     write_run(plan, "resnet20-ttq-lr0.1-scalelr0.01-s0", "ttq", 89.0, lr=0.1, scale_lr=0.01)
@@ -52,6 +52,27 @@ def test_the_best_recipe_and_binomial_gaps_match_a_hand_worked_example(search):
     assert (far["gap"]["low"], far["gap"]["high"]) == pytest.approx((-5.315952, -2.684048), abs=1e-6)
     assert near["resolved"] is False and far["resolved"] is True and near["gap"]["how"] == "binomial"
     assert rows["adapt"]["best"] and rows["adapt"]["alone"]  # nothing searched for FP
+
+
+def test_a_searched_fp_recipe_competes_with_its_own_budget_not_with_the_adaptation(search, capsys):
+    """The FP control's searched recipes (4 epochs from the adaptation) have a best of their own; the adaptation
+    (2 epochs, scoring higher on images its pretrained start has seen) is not one of their rivals."""
+    write_run(search, "resnet20-fp-lr0.02-s0", "fp", 89.5, lr=0.02)
+    write_run(search, "resnet20-fp-lr0.1-s0", "fp", 87.0, lr=0.1)
+    rows = {r["recipe"]: r for r in search_rows(search)}
+    assert rows["adapt"]["best"] and rows["adapt"]["alone"]
+    assert rows["fp-lr0.02"]["best"] and not rows["fp-lr0.02"]["alone"]
+    assert rows["fp-lr0.1"]["gap"]["diff"] == pytest.approx(-2.5) and rows["fp-lr0.1"]["resolved"] is True
+    best = best_settings(search)
+    assert best[("resnet20", "fp")] == {"lr": 0.02}  # the searched one, never the adaptation's lr 0.01
+    text = render_search(search)
+    assert "FP resnet20: adapt (lr 0.01), not searched." in text
+    assert "FP resnet20: best fp-lr0.02 (lr 0.02); every other recipe is resolved below it." in text
+    # a method searched at two budgets has no single best setting to hand to a plan
+    write_run(search, "resnet20-fp-lr0.05-s0", "fp", 88.0, lr=0.05, epochs=8)
+    write_run(search, "resnet20-fp-lr0.01-s0", "fp", 88.1, lr=0.01, epochs=8)
+    with pytest.raises(ValueError, match="searched at more than one budget"):
+        best_settings(search)
 
 
 def test_two_seeds_a_side_use_welch_over_seeds(search):

@@ -154,6 +154,35 @@ def test_different_recipes_get_their_own_rows(tmp_path):
     assert "Recipes: FP adapt; TTQ ttq-lr0.05, ttq-lr0.1." in text
 
 
+def test_a_same_budget_fp_control_gets_its_own_row_and_its_unfinished_runs_are_counted_there(tmp_path):
+    """Two FP recipes (the adaptation the ternary runs start from, and FP trained with their budget): TTQ is
+    compared with each in its own row; a run of the control still going is counted in the control's row only."""
+    plan = tmp_path / "cifar10"
+    for seed in (0, 1):
+        write_run(plan, f"resnet20-adapt-s{seed}", "resnet20", "fp", 88.0 + seed, seed, "adapt")
+        write_run(plan, f"resnet20-ttq-s{seed}", "resnet20", "ttq", 88.5 + seed, seed, "ttq")
+    going = write_run(plan, "resnet20-fp-s0", "resnet20", "fp", None, 0)
+    (going / "config.json").write_text(json.dumps({"model": "resnet20", "method": "fp", "seed": 0,
+                                                   "epochs": 12, "recipe": "fp"}))
+    rows = {r["label"]: r for r in table_rows(plan) if r["model"] == "resnet20"}
+    assert list(rows) == ["ResNet-20 (adapt)", "ResNet-20 (fp)"]
+    assert (rows["ResNet-20 (adapt)"]["fp"]["n"], rows["ResNet-20 (adapt)"]["fp"]["unfinished"]) == (2, 0)
+    assert (rows["ResNet-20 (fp)"]["fp"]["n"], rows["ResNet-20 (fp)"]["fp"]["unfinished"]) == (0, 1)
+    assert rows["ResNet-20 (fp)"]["ttq-fp"]["cell"] == "n/a (not run)"
+    assert "| ResNet-20 (fp) | 8.23 | 1 unfinished | 8.87 | 11.00 ± 0.71 (n=2) |" in render_markdown(table_rows(plan))
+    for seed in (0, 1):  # the control finishes: errors 11.2 and 10.2 against TTQ's 11.5 and 10.5
+        folder = plan / f"resnet20-fp-s{seed}"
+        if not folder.exists():
+            write_run(plan, folder.name, "resnet20", "fp", None, seed)
+        (folder / "metrics.json").write_text(json.dumps({"model": "resnet20", "method": "fp", "seed": seed,
+                                                         "test_accuracy": 88.8 + seed, "epochs": 12,
+                                                         "recipe": "fp"}))
+    rows = {r["label"]: r for r in table_rows(plan) if r["model"] == "resnet20"}
+    assert rows["ResNet-20 (fp)"]["fp"]["mean"] == pytest.approx(10.7)
+    assert rows["ResNet-20 (fp)"]["ttq-fp"]["diff"] == pytest.approx(0.3)
+    assert rows["ResNet-20 (adapt)"]["ttq-fp"]["diff"] == pytest.approx(-0.5)
+
+
 def test_one_recipe_run_for_different_epochs_is_split(tmp_path):
     plan = tmp_path / "epochs"
     write_run(plan, "short", "resnet20", "ttq", 85.0, 0, epochs=12)

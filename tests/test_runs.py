@@ -112,13 +112,18 @@ def test_gap_curves_take_the_finished_ternary_runs_of_one_model_and_the_mean_of_
         _write_run(root / f"results/cifar10/resnet20-{method}-s0", method=method, done=3)
     _write_run(root / "results/cifar10/resnet20-ttq-s1", method="ttq", epochs=12, done=2, complete=False)
     _write_run(root / "results/cifar10/resnet56-ttq-s0", method="ttq", done=3)
-    for run in (root / "results/cifar10").iterdir():  # the seed comes from config.json
+    _write_run(root / "results/cifar10/resnet20-fp-s0", method="fp", done=3)  # the same-budget FP control
+    (root / "results/cifar10/resnet20-fp-s0/metrics.json").write_text(json.dumps(
+        {"model": "resnet20", "method": "fp", "test_accuracy": 88.4}))
+    for run in (root / "results/cifar10").iterdir():  # seed and recipe come from config.json
         cfg = json.loads((run / "config.json").read_text())
         cfg["seed"] = int(run.name[-1])
-        cfg["model"] = run.name.split("-")[0]
+        cfg["model"], cfg["recipe"] = run.name.split("-")[:2]
         (run / "config.json").write_text(json.dumps(cfg))
     curves, fp = runs.gap_curves(root, "cifar10", "resnet20")
-    assert fp == pytest.approx(87.5)  # the mean of the two FP runs' final accuracies
+    assert fp == pytest.approx(87.5)  # the mean of the two adapted FP runs' final accuracies, not the control's
+    assert runs.gap_curves(root, "cifar10", "resnet20", reference="fp")[1] == pytest.approx(88.4)
+    assert runs.gap_curves(root, "cifar10", "resnet20", reference=None)[1] == pytest.approx((87 + 88 + 88.4) / 3)
     assert list(curves) == ["TTQ, seed 0", "TWN, seed 0"]  # unfinished and other-depth runs left out; TTQ first
     assert [r["test_acc"] for r in curves["TTQ, seed 0"]] == [50.0, 51.0, 52.0]
     with pytest.raises(FileNotFoundError, match="no finished full-precision resnet32"):

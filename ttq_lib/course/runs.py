@@ -135,7 +135,7 @@ def group_runs(root: str | os.PathLike | None = None, group: str = "cpu-resnet20
     for run in sorted(p.parent for p in (root / "results" / group).glob("*/config.json")):
         cfg = run_config(run)
         rows.append({**run_summary(run, root), "lr": cfg.lr, "schedule": cfg.schedule, "scale_init": cfg.scale_init,
-                     "seed": cfg.seed})
+                     "seed": cfg.seed, "recipe": cfg.recipe})
     return rows
 
 
@@ -159,15 +159,19 @@ def reproduction_table(root: str | os.PathLike | None = None, plan: str = "cifar
 
 
 def gap_curves(root: str | os.PathLike | None = None, group: str = "cifar10", model: str = "resnet20",
-               methods: Sequence[str] = ("ttq", "twn")) -> tuple[dict[str, list[dict]], float]:
+               methods: Sequence[str] = ("ttq", "twn"), reference: str | None = "adapt"
+               ) -> tuple[dict[str, list[dict]], float]:
     """What notebook 03 draws with :func:`ttq_lib.course.evolution_plots.plot_accuracy_gap`: the histories of the
     finished ``methods`` runs of ``model`` in ``results/<group>/`` (labelled "TTQ, seed 0", ...), and the mean final
-    test accuracy of its finished full-precision runs there, the reference each gap is taken to."""
+    test accuracy of its finished full-precision runs of recipe ``reference``, the reference each gap is taken to
+    ("adapt": the model the ternary runs start from; "fp": full precision trained with their budget; None: every
+    full-precision run, for folders written without recipes).  Two references are never averaged together."""
     root = find_repo_root(root)
     rows = [r for r in group_runs(root, group) if r["model"] == model and r["status"] == "complete"]
-    fp = [r["test_acc"] for r in rows if r["method"] == "fp"]
+    fp = [r["test_acc"] for r in rows if r["method"] == "fp" and reference in (None, r["recipe"])]
     if not fp:
-        raise FileNotFoundError(f"results/{group} holds no finished full-precision {model} run to measure gaps to")
+        raise FileNotFoundError(f"results/{group} holds no finished full-precision {model} run"
+                                f"{f' of recipe {reference!r}' if reference else ''} to measure gaps to")
     ternary = sorted((r for r in rows if r["method"] in methods), key=lambda r: (methods.index(r["method"]), r["run"]))
     curves = {f"{r['method'].upper()}, seed {r['seed']}": read_history(root / "results" / r["run"]) for r in ternary}
     return curves, sum(fp) / len(fp)

@@ -61,7 +61,8 @@ def read_runs(plan_dir: str | os.PathLike) -> tuple[list[dict], list[dict]]:
     A finished run: ``run`` (folder name), ``model``, ``method``, ``recipe``, ``seed`` (None if nowhere
     recorded), ``epochs``, ``split`` (the evaluated split: "test" or "holdout"), ``error`` (% on that split),
     ``eval_images`` (how many images it was measured on, when recorded) and ``settings`` (the run's
-    :data:`SEARCHED` values from its config.json).  An unfinished run: ``run``, ``model``, ``method``.
+    :data:`SEARCHED` values from its config.json).  An unfinished run: ``run``, ``model``, ``method``,
+    ``recipe`` (as named in config.json, never split by epochs).
     """
     finished, unfinished = [], []
     for folder in _run_folders(Path(plan_dir)):
@@ -79,7 +80,7 @@ def read_runs(plan_dir: str | os.PathLike) -> tuple[list[dict], list[dict]]:
                              f"({', '.join(METHODS)}); move that run out of the plan folder")
         run = {"run": folder.name, "model": source["model"], "method": source["method"]}
         if metrics is None:
-            unfinished.append(run)
+            unfinished.append({**run, "recipe": config.get("recipe") or source["method"]})
             continue
         run.update(recipe=metrics.get("recipe") or config.get("recipe") or metrics["method"],
                    seed=metrics.get("seed", config.get("seed")),

@@ -15,6 +15,10 @@ would be (conservative), and it leaves out seed-to-seed training noise, which on
 A gap whose interval holds 0 is reported as not resolved: the choice between those recipes is then a coin
 toss this search cannot settle, and the report says so.
 
+Which recipes are rivals: those of one model and method with the same number of epochs, so that a search
+compares settings at one budget.  The FP adaptation (2 epochs, the model every searched run starts from) is
+thus no rival of a searched FP recipe (4 epochs from it): it is reported as "not searched".
+
 Held-out is not unseen when the runs start from a pretrained model that was trained on the whole training
 split (the CIFAR ResNets were): the held-out accuracy then partly measures memory, which smaller steps keep
 better, so such a search leans towards small learning rates.  README says so beside the report.
@@ -86,20 +90,33 @@ def search_rows(plan_dir: str | os.PathLike) -> list[dict]:
     check_one_split(finished, "holdout", plan_dir)
     groups = _groups(finished)
     for g in groups:
-        rivals = [h for h in groups if (h["model"], h["method"]) == (g["model"], g["method"])]
+        rivals = [h for h in groups if _rivals(h, g)]
         best = max(rivals, key=lambda h: h["mean"])
         g["best"] = g is best
-        g["alone"] = len(rivals) == 1  # nothing was searched for this method (the FP adaptation)
+        g["alone"] = len(rivals) == 1  # nothing was searched here (the FP adaptation)
         g["gap"] = None if g is best else _gap(g, best)
         g["resolved"] = None if g is best or g["gap"]["low"] is None else not (g["gap"]["low"] <= 0 <= g["gap"]["high"])
         g["unfinished"] = sum(u["model"] == g["model"] and u["method"] == g["method"] for u in unfinished)
     return groups
 
 
+def _rivals(a: dict, b: dict) -> bool:
+    """Whether two recipes compete in the search: one model, one method, one budget (see the module's text)."""
+    return (a["model"], a["method"], a["epochs"]) == (b["model"], b["method"], b["epochs"])
+
+
 def best_settings(plan_dir: str | os.PathLike) -> dict[tuple[str, str], dict]:
-    """(model, method) -> the best recipe's searched settings, e.g. {("resnet20", "ttq"): {"lr": 0.1, ...}}."""
-    return {(g["model"], g["method"]): {k: v for k, v in g["settings"].items() if v is not None}
-            for g in search_rows(plan_dir) if g["best"]}
+    """(model, method) -> the best searched recipe's settings, e.g. {("resnet20", "ttq"): {"lr": 0.1, ...}}.
+    A recipe that had no rival (the FP adaptation) was not searched and is left out."""
+    out: dict[tuple[str, str], dict] = {}
+    for g in search_rows(plan_dir):
+        if g["best"] and not g["alone"]:
+            key = (g["model"], g["method"])
+            if key in out:
+                raise ValueError(f"{plan_dir}: {NAMES[g['method']]} {g['model']} was searched at more than one "
+                                 "budget (epochs); best_settings cannot say which one the plan uses")
+            out[key] = {k: v for k, v in g["settings"].items() if v is not None}
+    return out
 
 
 def _setting(value) -> str:
@@ -127,7 +144,7 @@ def render_search(plan_dir: str | os.PathLike, markdown: bool = False) -> str:
     pm = "±" if markdown else "+-"
     # lr always (it is what the search chooses), other settings where they vary between searched runs
     shown = ["lr"] + [k for k in SEARCHED[1:] if any(g["settings"].get(k) is not None for g in rows)
-                      and len({g["settings"].get(k) for g in rows if g["method"] != "fp"}) > 1]
+                      and len({g["settings"].get(k) for g in rows if not g["alone"]}) > 1]
     header = ["model", "method", "recipe", *shown, "epochs", "held-out accuracy (%)", "minus best [95 % CI]"]
     body = [[f"ResNet-{depth(g['model'])[0]}" if g["model"].startswith("resnet") else g["model"],
              NAMES[g["method"]], g["recipe"], *(_setting(g["settings"].get(k)) for k in shown),
@@ -144,8 +161,7 @@ def render_search(plan_dir: str | os.PathLike, markdown: bool = False) -> str:
     for g in rows:
         if not g["best"]:
             continue
-        ties = [h["recipe"] for h in rows
-                if (h["model"], h["method"]) == (g["model"], g["method"]) and h["resolved"] is False]
+        ties = [h["recipe"] for h in rows if _rivals(h, g) and h["resolved"] is False]
         settings = ", ".join(f"{k} {_setting(v)}" for k, v in g["settings"].items() if k in shown and v is not None)
         tie = (f"; not resolved from {', '.join(ties)} (within the noise of this search)" if ties
                else "" if g["alone"] else "; every other recipe is resolved below it")

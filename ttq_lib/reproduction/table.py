@@ -83,7 +83,12 @@ def table_rows(plan_dir: str | os.PathLike, confidence: float = 0.95) -> list[di
     rows = []
     for model in sorted(set(PAPER_CIFAR10_ERROR) | {r["model"] for r in finished + unfinished}, key=depth):
         mine = [r for r in finished if r["model"] == model]
-        recipes = {m: sorted({r["recipe"] for r in mine if r["method"] == m}) or [None] for m in METHODS}
+        going = [u for u in unfinished if u["model"] == model]
+        recipes = {m: sorted({r["recipe"] for r in mine if r["method"] == m}) for m in METHODS}
+        for u in going:  # a recipe with no finished run yet gets its own row ("3 unfinished")
+            if not any(_base(r) == u["recipe"] for r in recipes[u["method"]]):
+                recipes[u["method"]].append(u["recipe"])
+        recipes = {m: sorted(set(names)) or [None] for m, names in recipes.items()}
         combos = list(itertools.product(*recipes.values()))
         for combo in combos:
             chosen = dict(zip(METHODS, combo))
@@ -93,7 +98,7 @@ def table_rows(plan_dir: str | os.PathLike, confidence: float = 0.95) -> list[di
                    "recipes": chosen}
             for m in METHODS:
                 runs = [r for r in mine if r["method"] == m and r["recipe"] == chosen[m]]
-                row[m] = _group(runs, sum(u["model"] == model and u["method"] == m for u in unfinished))
+                row[m] = _group(runs, sum(u["method"] == m and u["recipe"] == _base(chosen[m]) for u in going))
             fp, ttq = paper_error(model, "fp"), paper_error(model, "ttq")
             paper_diff = None if fp is None or ttq is None else round(ttq - fp, 2)
             row["paper"] = {"fp": fp, "ttq": ttq, "ttq-fp": paper_diff}
@@ -106,6 +111,11 @@ def table_rows(plan_dir: str | os.PathLike, confidence: float = 0.95) -> list[di
                                            for a, b in COMPARISONS)
             rows.append(row)
     return rows
+
+
+def _base(recipe: str | None) -> str | None:
+    """A recipe's name as the plan gave it: "ttq (12 epochs)" (split by :mod:`.plan_results`) -> "ttq"."""
+    return recipe.split(" (")[0] if recipe else recipe
 
 
 def _cell(group: dict, pm: str) -> str:
