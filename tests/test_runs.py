@@ -124,6 +124,9 @@ def test_gap_curves_take_the_finished_ternary_runs_of_one_model_and_the_mean_of_
     assert fp == pytest.approx(87.5)  # the mean of the two adapted FP runs' final accuracies, not the control's
     assert runs.gap_curves(root, "cifar10", "resnet20", reference="fp")[1] == pytest.approx(88.4)
     assert runs.gap_curves(root, "cifar10", "resnet20", reference=None)[1] == pytest.approx((87 + 88 + 88.4) / 3)
+    # the FP control drawn beside TTQ and TWN against the adapted models; the adapted runs are not drawn
+    assert list(runs.gap_curves(root, "cifar10", "resnet20", methods=("fp", "ttq", "twn"))[0]) == \
+        ["FP, seed 0", "TTQ, seed 0", "TWN, seed 0"]
     assert list(curves) == ["TTQ, seed 0", "TWN, seed 0"]  # unfinished and other-depth runs left out; TTQ first
     assert [r["test_acc"] for r in curves["TTQ, seed 0"]] == [50.0, 51.0, 52.0]
     with pytest.raises(FileNotFoundError, match="no finished full-precision resnet32"):

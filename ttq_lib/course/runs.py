@@ -165,13 +165,17 @@ def gap_curves(root: str | os.PathLike | None = None, group: str = "cifar10", mo
     finished ``methods`` runs of ``model`` in ``results/<group>/`` (labelled "TTQ, seed 0", ...), and the mean final
     test accuracy of its finished full-precision runs of recipe ``reference``, the reference each gap is taken to
     ("adapt": the model the ternary runs start from; "fp": full precision trained with their budget; None: every
-    full-precision run, for folders written without recipes).  Two references are never averaged together."""
+    full-precision run, for folders written without recipes).  Two references are never averaged together, and
+    the reference runs are not drawn against themselves: ``methods=("fp", "ttq", "twn")`` with the "adapt"
+    reference draws the FP control beside TTQ and TWN."""
     root = find_repo_root(root)
     rows = [r for r in group_runs(root, group) if r["model"] == model and r["status"] == "complete"]
-    fp = [r["test_acc"] for r in rows if r["method"] == "fp" and reference in (None, r["recipe"])]
+    is_reference = lambda r: r["method"] == "fp" and reference in (None, r["recipe"])  # noqa: E731
+    fp = [r["test_acc"] for r in rows if is_reference(r)]
     if not fp:
         raise FileNotFoundError(f"results/{group} holds no finished full-precision {model} run"
                                 f"{f' of recipe {reference!r}' if reference else ''} to measure gaps to")
-    ternary = sorted((r for r in rows if r["method"] in methods), key=lambda r: (methods.index(r["method"]), r["run"]))
-    curves = {f"{r['method'].upper()}, seed {r['seed']}": read_history(root / "results" / r["run"]) for r in ternary}
+    drawn = sorted((r for r in rows if r["method"] in methods and not is_reference(r)),
+                   key=lambda r: (methods.index(r["method"]), r["run"]))
+    curves = {f"{r['method'].upper()}, seed {r['seed']}": read_history(root / "results" / r["run"]) for r in drawn}
     return curves, sum(fp) / len(fp)
