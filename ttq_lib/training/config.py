@@ -42,6 +42,8 @@ def uses_cudagraphs(mode: str | None) -> bool:
     """Whether a torch.compile ``mode`` records CUDA graphs, so each training step must be marked as a new one
     (:func:`ttq_lib.training.loop.train_step`)."""
     return mode == "reduce-overhead"
+
+
 #: What a config.json written before a field existed meant by its absence: the behaviour of those versions.
 #: (channels_last's default for new runs depends on the device; old runs always trained NCHW.)
 OLD_DEFAULTS = {"channels_last": False}
