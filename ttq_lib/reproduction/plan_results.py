@@ -16,7 +16,7 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["METHODS", "NAMES", "SEARCHED", "read_runs", "check_one_split", "depth", "eval_split"]
+__all__ = ["METHODS", "NAMES", "SEARCHED", "read_runs", "check_one_split", "depth", "eval_split", "planned_recipe"]
 
 METHODS = ("fp", "ttq", "twn")
 NAMES = {"fp": "FP", "ttq": "TTQ", "twn": "TWN"}
@@ -102,6 +102,11 @@ def _split_by_epochs(runs: list[dict]) -> None:
     for r in runs:
         if len(epochs[(r["model"], r["method"], r["recipe"])]) > 1:
             r["recipe"] = f"{r['recipe']} ({r['epochs'] if r['epochs'] is not None else 'unknown'} epochs)"
+
+
+def planned_recipe(recipe: str | None) -> str | None:
+    """The recipe's name as the plan gave it, undoing :func:`_split_by_epochs`: "ttq (12 epochs)" -> "ttq"."""
+    return recipe.split(" (")[0] if recipe else recipe
 
 
 def _check_seeds(runs: list[dict]) -> None:

@@ -24,7 +24,7 @@ import itertools
 import os
 
 from .paper import PAPER_CIFAR10_ERROR, paper_error
-from .plan_results import METHODS, NAMES, check_one_split, depth, read_runs
+from .plan_results import METHODS, NAMES, check_one_split, depth, planned_recipe, read_runs
 from .stats import mean, sample_std, welch_interval
 
 __all__ = ["table_rows", "render_markdown", "render_text", "render_table", "format_grid"]
@@ -84,11 +84,11 @@ def table_rows(plan_dir: str | os.PathLike, confidence: float = 0.95) -> list[di
     for model in sorted(set(PAPER_CIFAR10_ERROR) | {r["model"] for r in finished + unfinished}, key=depth):
         mine = [r for r in finished if r["model"] == model]
         going = [u for u in unfinished if u["model"] == model]
-        recipes = {m: sorted({r["recipe"] for r in mine if r["method"] == m}) for m in METHODS}
+        recipes = {m: {r["recipe"] for r in mine if r["method"] == m} for m in METHODS}
         for u in going:  # a recipe with no finished run yet gets its own row ("3 unfinished")
-            if not any(_base(r) == u["recipe"] for r in recipes[u["method"]]):
-                recipes[u["method"]].append(u["recipe"])
-        recipes = {m: sorted(set(names)) or [None] for m, names in recipes.items()}
+            if not any(planned_recipe(r) == u["recipe"] for r in recipes[u["method"]]):
+                recipes[u["method"]].add(u["recipe"])
+        recipes = {m: sorted(names) or [None] for m, names in recipes.items()}
         combos = list(itertools.product(*recipes.values()))
         for combo in combos:
             chosen = dict(zip(METHODS, combo))
@@ -98,7 +98,7 @@ def table_rows(plan_dir: str | os.PathLike, confidence: float = 0.95) -> list[di
                    "recipes": chosen}
             for m in METHODS:
                 runs = [r for r in mine if r["method"] == m and r["recipe"] == chosen[m]]
-                row[m] = _group(runs, sum(u["method"] == m and u["recipe"] == _base(chosen[m]) for u in going))
+                row[m] = _group(runs, sum(u["method"] == m and u["recipe"] == planned_recipe(chosen[m]) for u in going))
             fp, ttq = paper_error(model, "fp"), paper_error(model, "ttq")
             paper_diff = None if fp is None or ttq is None else round(ttq - fp, 2)
             row["paper"] = {"fp": fp, "ttq": ttq, "ttq-fp": paper_diff}
@@ -111,11 +111,6 @@ def table_rows(plan_dir: str | os.PathLike, confidence: float = 0.95) -> list[di
                                            for a, b in COMPARISONS)
             rows.append(row)
     return rows
-
-
-def _base(recipe: str | None) -> str | None:
-    """A recipe's name as the plan gave it: "ttq (12 epochs)" (split by :mod:`.plan_results`) -> "ttq"."""
-    return recipe.split(" (")[0] if recipe else recipe
 
 
 def _cell(group: dict, pm: str) -> str:
