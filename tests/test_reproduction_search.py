@@ -68,6 +68,17 @@ def test_a_searched_fp_recipe_competes_with_its_own_budget_not_with_the_adaptati
     text = render_search(search)
     assert "FP resnet20: adapt (lr 0.01), not searched." in text
     assert "FP resnet20: best fp-lr0.02 (lr 0.02); every other recipe is resolved below it." in text
+    # a search run still going is counted in its own search, not in the adaptation's line
+    write_run(search, "resnet20-fp-lr0.05-s0", "fp", 88.0, lr=0.05)
+    (search / "resnet20-fp-lr0.05-s0" / "metrics.json").unlink()
+    rows = {r["recipe"]: r for r in search_rows(search)}
+    assert (rows["adapt"]["unfinished"], rows["fp-lr0.02"]["unfinished"], rows["fp-lr0.1"]["unfinished"]) == (0, 1, 1)
+    text = render_search(search)
+    assert "FP resnet20: adapt (lr 0.01), not searched." in text
+    assert "best fp-lr0.02 (lr 0.02); every other recipe is resolved below it (1 started run(s) of this model, " \
+        "method and budget unfinished)." in text
+    (search / "resnet20-fp-lr0.05-s0" / "config.json").unlink()
+    (search / "resnet20-fp-lr0.05-s0").rmdir()
     # a method searched at two budgets has no single best setting to hand to a plan
     write_run(search, "resnet20-fp-lr0.05-s0", "fp", 88.0, lr=0.05, epochs=8)
     write_run(search, "resnet20-fp-lr0.01-s0", "fp", 88.1, lr=0.01, epochs=8)

@@ -62,7 +62,7 @@ def read_runs(plan_dir: str | os.PathLike) -> tuple[list[dict], list[dict]]:
     recorded), ``epochs``, ``split`` (the evaluated split: "test" or "holdout"), ``error`` (% on that split),
     ``eval_images`` (how many images it was measured on, when recorded) and ``settings`` (the run's
     :data:`SEARCHED` values from its config.json).  An unfinished run: ``run``, ``model``, ``method``,
-    ``recipe`` (as named in config.json, never split by epochs).
+    ``recipe`` (as named in config.json, never split by epochs) and ``epochs`` (planned, from config.json).
     """
     finished, unfinished = [], []
     for folder in _run_folders(Path(plan_dir)):
@@ -80,7 +80,8 @@ def read_runs(plan_dir: str | os.PathLike) -> tuple[list[dict], list[dict]]:
                              f"({', '.join(METHODS)}); move that run out of the plan folder")
         run = {"run": folder.name, "model": source["model"], "method": source["method"]}
         if metrics is None:
-            unfinished.append({**run, "recipe": config.get("recipe") or source["method"]})
+            unfinished.append({**run, "recipe": config.get("recipe") or source["method"],
+                               "epochs": config.get("epochs")})
             continue
         run.update(recipe=metrics.get("recipe") or config.get("recipe") or metrics["method"],
                    seed=metrics.get("seed", config.get("seed")),

@@ -81,8 +81,9 @@ def _gap(group: dict, best: dict) -> dict:
 def search_rows(plan_dir: str | os.PathLike) -> list[dict]:
     """One dict per (model, method, recipe): ``model``, ``method``, ``recipe``, ``settings`` (lr, scale_lr, ...),
     ``epochs``, ``n``, ``mean`` / ``std`` / ``accuracies`` (held-out accuracy, %), ``images`` (held-out images),
-    ``best`` (True for the best recipe of its model and method), ``gap`` (``diff``, ``low``, ``high``, ``how``:
-    this recipe minus the best, None for the best itself) and ``resolved`` (the gap's interval excludes 0).
+    ``best`` (True for the best recipe of its model, method and budget), ``gap`` (``diff``, ``low``, ``high``, ``how``:
+    this recipe minus the best, None for the best itself), ``resolved`` (the gap's interval excludes 0) and
+    ``unfinished`` (started runs of the same model, method and budget, not yet finished).
     """
     finished, unfinished = read_runs(plan_dir)
     if not finished:
@@ -96,7 +97,7 @@ def search_rows(plan_dir: str | os.PathLike) -> list[dict]:
         g["alone"] = len(rivals) == 1  # nothing was searched here (the FP adaptation)
         g["gap"] = None if g is best else _gap(g, best)
         g["resolved"] = None if g is best or g["gap"]["low"] is None else not (g["gap"]["low"] <= 0 <= g["gap"]["high"])
-        g["unfinished"] = sum(u["model"] == g["model"] and u["method"] == g["method"] for u in unfinished)
+        g["unfinished"] = sum(_rivals(u, g) for u in unfinished)  # a running FP search is not the adaptation's
     return groups
 
 
@@ -165,7 +166,7 @@ def render_search(plan_dir: str | os.PathLike, markdown: bool = False) -> str:
         settings = ", ".join(f"{k} {_setting(v)}" for k, v in g["settings"].items() if k in shown and v is not None)
         tie = (f"; not resolved from {', '.join(ties)} (within the noise of this search)" if ties
                else "" if g["alone"] else "; every other recipe is resolved below it")
-        unfinished = f" ({g['unfinished']} started run(s) of this method unfinished)" if g["unfinished"] else ""
+        unfinished = f" ({g['unfinished']} started run(s) of this model, method and budget unfinished)" if g["unfinished"] else ""
         prefix = "- " if markdown else ""
         what = f"{g['recipe']} ({settings}), not searched" if g["alone"] else f"best {g['recipe']} ({settings})"
         lines.append(f"{prefix}{NAMES[g['method']]} {g['model']}: {what}{tie}{unfinished}.")
