@@ -151,7 +151,7 @@ def test_different_recipes_get_their_own_rows(tmp_path):
     assert rows[0]["fp"]["mean"] == rows[1]["fp"]["mean"] == pytest.approx(8.5)
     text = render_markdown(table_rows(plan))
     assert "| ResNet-20 (ttq-lr0.1) | 8.23 | 8.50 ± 0.71 (n=2) | 8.87 | 10.50 ± 0.71 (n=2) |" in text
-    assert "Recipes: FP adapt; TTQ ttq-lr0.05, ttq-lr0.1." in text
+    assert "Recipes (epochs each trains from its start): FP adapt (160); TTQ ttq-lr0.05 (160), ttq-lr0.1 (160)." in text
 
 
 def test_a_same_budget_fp_control_gets_its_own_row_and_its_unfinished_runs_are_counted_there(tmp_path):
@@ -169,7 +169,10 @@ def test_a_same_budget_fp_control_gets_its_own_row_and_its_unfinished_runs_are_c
     assert (rows["ResNet-20 (adapt)"]["fp"]["n"], rows["ResNet-20 (adapt)"]["fp"]["unfinished"]) == (2, 0)
     assert (rows["ResNet-20 (fp)"]["fp"]["n"], rows["ResNet-20 (fp)"]["fp"]["unfinished"]) == (0, 1)
     assert rows["ResNet-20 (fp)"]["ttq-fp"]["cell"] == "n/a (not run)"
-    assert "| ResNet-20 (fp) | 8.23 | 1 unfinished | 8.87 | 11.00 ± 0.71 (n=2) |" in render_markdown(table_rows(plan))
+    text = render_markdown(table_rows(plan))
+    assert "| ResNet-20 (fp) | 8.23 | 1 unfinished | 8.87 | 11.00 ± 0.71 (n=2) |" in text
+    # the legend names each recipe's epochs, the unfinished control's from its config.json
+    assert "Recipes (epochs each trains from its start): FP adapt (160), fp (12); TTQ ttq (160)." in text
     for seed in (0, 1):  # the control finishes: errors 11.2 and 10.2 against TTQ's 11.5 and 10.5
         folder = plan / f"resnet20-fp-s{seed}"
         if not folder.exists():
@@ -189,6 +192,7 @@ def test_one_recipe_run_for_different_epochs_is_split(tmp_path):
     write_run(plan, "long", "resnet20", "ttq", 91.0, 1, epochs=160)
     labels = [r["label"] for r in table_rows(plan) if r["model"] == "resnet20"]
     assert labels == ["ResNet-20 (ttq (12 epochs))", "ResNet-20 (ttq (160 epochs))"]
+    assert "Recipes (epochs each trains from its start): TTQ ttq (12 epochs), ttq (160 epochs)." in render_table(plan)
 
 
 def test_missing_empty_and_wrong_folders_say_what_a_plan_folder_holds(tmp_path):

@@ -32,11 +32,14 @@ __all__ = ["table_rows", "render_markdown", "render_text", "render_table", "form
 COMPARISONS = (("ttq", "fp"), ("ttq", "twn"))  # (first, second): the column shows first - second
 
 
-def _group(runs: list[dict], unfinished: int) -> dict:
+def _group(runs: list[dict], going: list[dict]) -> dict:
     errors = [r["error"] for r in runs]
-    return {"recipe": runs[0]["recipe"] if runs else None, "n": len(runs), "unfinished": unfinished,
+    # one number: plan_results splits a recipe whose runs trained different numbers of epochs
+    epochs = next((r["epochs"] for r in runs + going if r.get("epochs") is not None), None)
+    return {"recipe": runs[0]["recipe"] if runs else None, "n": len(runs), "unfinished": len(going),
             "mean": mean(errors) if errors else None, "std": sample_std(errors) if len(errors) > 1 else None,
-            "errors": errors, "seeds": [r["seed"] for r in runs], "runs": [r["run"] for r in runs]}
+            "errors": errors, "seeds": [r["seed"] for r in runs], "runs": [r["run"] for r in runs],
+            "epochs": epochs}
 
 
 def _compare(first: dict, second: dict, a: str, b: str, paper: float | None, confidence: float) -> dict:
@@ -74,9 +77,9 @@ def table_rows(plan_dir: str | os.PathLike, confidence: float = 0.95) -> list[di
 
     A row: ``model``, ``label`` ("ResNet-20", plus the varying recipes when a depth has several rows),
     ``recipes`` (method -> recipe), ``paper`` (method -> error, and ``"ttq-fp"``), one group per method
-    (``n``, ``mean``, ``std``, ``errors``, ``seeds``, ``runs``, ``unfinished``, ``recipe``), one comparison per
-    ``"ttq-fp"`` / ``"ttq-twn"`` (``diff``, ``low``, ``high``, ``df``, ``paper``, ``cell``, ``verdict``), and
-    ``verdict``, the comparisons in one line.
+    (``n``, ``mean``, ``std``, ``errors``, ``seeds``, ``runs``, ``unfinished``, ``recipe``, ``epochs``), one
+    comparison per ``"ttq-fp"`` / ``"ttq-twn"`` (``diff``, ``low``, ``high``, ``df``, ``paper``, ``cell``,
+    ``verdict``), and ``verdict``, the comparisons in one line.
     """
     finished, unfinished = read_runs(plan_dir)
     check_one_split(finished, "test", plan_dir)
@@ -98,7 +101,8 @@ def table_rows(plan_dir: str | os.PathLike, confidence: float = 0.95) -> list[di
                    "recipes": chosen}
             for m in METHODS:
                 runs = [r for r in mine if r["method"] == m and r["recipe"] == chosen[m]]
-                row[m] = _group(runs, sum(u["method"] == m and u["recipe"] == planned_recipe(chosen[m]) for u in going))
+                mine_going = [u for u in going if u["method"] == m and u["recipe"] == planned_recipe(chosen[m])]
+                row[m] = _group(runs, mine_going)
             fp, ttq = paper_error(model, "fp"), paper_error(model, "ttq")
             paper_diff = None if fp is None or ttq is None else round(ttq - fp, 2)
             row["paper"] = {"fp": fp, "ttq": ttq, "ttq-fp": paper_diff}
@@ -136,15 +140,19 @@ def _grid(rows: list[dict], pm: str, confidence: float) -> tuple[list[str], list
 
 
 def _notes(rows: list[dict], pm: str, confidence: float) -> list[str]:
-    used = {m: sorted({r["recipes"][m] for r in rows if r["recipes"][m]}) for m in METHODS}
-    recipes = "; ".join(f"{NAMES[m]} {', '.join(used[m])}" for m in METHODS if used[m])
+    # a recipe's epochs tell the reader which FP recipe trained as long as the ternary ones (the fair reference)
+    epochs = {(m, r["recipes"][m]): r[m]["epochs"] for r in rows for m in METHODS if r["recipes"][m]}
+    used = {m: sorted(name for method, name in epochs if method == m) for m in METHODS}
+    recipes = "; ".join(f"{NAMES[m]} " + ", ".join(name + ("" if epochs[m, name] is None or name.endswith("epochs)")
+                                                          else f" ({epochs[m, name]})") for name in used[m])
+                        for m in METHODS if used[m])
     return [(f"CIFAR-10 test error (%). Ours: mean {pm} sample std over seeds (n = finished runs; each run's "
              "test-set noise is part of the spread); unfinished runs are counted, not averaged. The paper gives "
              "one number per model (no seeds, no TWN on CIFAR-10)."),
             (f"Differences: TTQ error minus FP (or TWN) error in percentage points, negative = TTQ better; "
              f"[ ] = {confidence * 100:g} % Welch t interval for the difference of mean errors; n/a (n=1): "
              "one run on a side gives no interval."),
-            *([f"Recipes: {recipes}."] if recipes else [])]
+            *([f"Recipes (epochs each trains from its start): {recipes}."] if recipes else [])]
 
 
 def _verdicts(rows: list[dict]) -> list[str]:
