@@ -1,55 +1,54 @@
 #!/usr/bin/env bash
-# The CPU reproduction of README's results table (ResNet-20 on the offline JPEG copy of CIFAR-10):
-#  1. fine-tune the pretrained full-precision ResNet-20 on the JPEG train split (2 epochs),
-#  2. fine-tune TTQ and TWN from that model with the same budget (12 epochs each, lr 0.02, side by side),
-#  3. fine-tune TTQ again at the official learning rate 0.1.
-# About 3 hours on 2 CPU cores.  Runs resume where they stopped: rerun the same command.
-# Each run logs to $OUT_DIR/<run>.log (fp and ttq-lr0.1 also on the terminal).  A run that fails stops the
-# script with a non-zero status naming the run and its log; Ctrl-C or TERM stops the runs it started.
-# Overrides: TTQ (the ttq command), DATA, PRETRAINED, OUT_DIR, EPOCHS.
+# The main job: README's reproduction table for ResNet-20, run from the project's plan (reproduce/cifar10.toml)
+# into runs/, never into the committed results/.  By default seed 0 of each recipe:
+#   resnet20-adapt-s0  the pretrained full-precision model adapted to the JPEG copy (2 epochs),
+#   resnet20-fp-s0     full precision trained on from it with the ternary runs' budget (the FP control),
+#   resnet20-ttq-s0    TTQ from the adapted model (12 epochs, the learning rate the search chose),
+#   resnet20-twn-s0    TWN from the adapted model (the same budget),
+# then prints the table of these runs beside the table of the committed ones.  About 2 hours on 2 CPU cores.
+# Rerunning continues where it stopped (`ttq reproduce` resumes each run from its last epoch); Ctrl-C or TERM
+# stops the runs at once, and the next call redoes at most the epoch each was in.
+#
+# Overrides: ONLY (space-separated run-name patterns; 'resnet20-*' gives all three seeds, about 6.5 hours),
+# JOBS (trainings at once, CPU threads split between them; default 2), RESULTS (default runs), PLAN, DATA
+# (another CIFAR-10 source than the plan's), TTQ (the ttq command), PYTHON.  Other arguments go to
+# `ttq reproduce` (e.g. --budget-min 170 to stop, checkpointed, before a session ends).
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
-. scripts/runs_lib.sh
 ttq=${TTQ:-.venv/bin/ttq}
-data=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
-pretrained=${PRETRAINED:-../shared/pretrained/resnet20-12fca82f.th}
-out=${OUT_DIR:-runs/cpu-resnet20}
-epochs=${EPOCHS:-12}
-mkdir -p "$out"  # the logs live here, also when no run creates it (fallback start below)
-run() {  # run NAME tee|quiet ARGS...: start $out/NAME, or resume it if it stopped; skip it if finished
-  local name=$1 show=$2 dir="$out/$1"
-  shift 2
-  if [ -f "$dir/metrics.json" ]; then echo "$dir: done"; return; fi
-  if [ -f "$dir/config.json" ]; then
-    start_run "$dir" "$out/$name.log" "$show" "$ttq" train --resume "$dir"
-  else
-    start_run "$dir" "$out/$name.log" "$show" "$ttq" train "$@" --out "$dir"
-  fi
+py=${PYTHON:-.venv/bin/python}
+plan=${PLAN:-reproduce/cifar10.toml}
+results=${RESULTS:-runs}
+read -ra only <<<"${ONLY:-resnet20-*-s0}"  # read, not word splitting: the patterns are not globbed here
+data=()
+if [ -n "${DATA:-}" ]; then data=(--data "$DATA"); fi
+name=$("$py" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["name"])' "$plan")
+
+# In the background and waited for, so that a TERM or Ctrl-C sent to this script is handled at once: it is
+# passed on as TERM (a background job of a script ignores SIGINT), which `ttq reproduce` takes like Ctrl-C.
+"$ttq" reproduce "$plan" --results "$results" --jobs "${JOBS:-2}" --only "${only[@]}" ${data[@]+"${data[@]}"} "$@" &
+pid=$!
+stop() {
+  trap - INT TERM
+  echo "$0: stopped by SIG$1; stopping the runs (the next call continues them)" >&2
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" || true
+  exit "$2"
 }
-if [ -f "$pretrained" ]; then
-  run fp tee --model resnet20 --method fp --start-from "$pretrained" --data "$data" \
-      --epochs 2 --lr 0.01 --schedule cosine --threads 2
-  wait_runs
-  fp="$out/fp/last.safetensors"
-else
-  fp=results/cpu-resnet20/fp/last.safetensors
-  echo "no $pretrained: starting from the committed $fp"
-  if [ ! -f "$fp" ]; then
-    echo "$0: $fp is missing too: set PRETRAINED to a pretrained resnet20-*.th" >&2
-    exit 1
-  fi
+trap 'stop INT 130' INT
+trap 'stop TERM 143' TERM
+status=0
+wait "$pid" || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "$0: \`ttq reproduce\` ended with status $status (its reason is above: a failed run names its log)" >&2
+  exit "$status"
 fi
-for method in ttq twn; do
-  run "$method" quiet --model resnet20 --method "$method" --start-from "$fp" --data "$data" \
-      --epochs "$epochs" --lr 0.02 --schedule cosine --threads 1
-done
-wait_runs
-run ttq-lr0.1 tee --model resnet20 --method ttq --start-from "$fp" --data "$data" \
-    --epochs "$epochs" --lr 0.1 --schedule cosine --threads 2
-wait_runs
-for method in fp ttq twn ttq-lr0.1; do
-  if [ -f "$out/$method/metrics.json" ]; then
-    python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(sys.argv[2], m['test_accuracy'])" \
-        "$out/$method/metrics.json" "$method"
-  fi
-done
+
+echo
+echo "Your runs ($results/$name):"
+"$ttq" table "$results/$name"
+if [ -d "results/$name" ] && [ "$results" != results ]; then
+  echo
+  echo "The committed runs (results/$name, README's table):"
+  "$ttq" table "results/$name"
+fi

@@ -578,6 +578,6 @@ def test_real_shared_tarball(monkeypatch):
     assert torch.bincount(d.train_y).tolist() == [5000] * 10
     assert torch.bincount(d.test_y).tolist() == [1000] * 10
     mean, std = data.channel_mean_std(d.train_x)
-    # data/README.md: 0.4913 0.4821 0.4465 / 0.2452 0.2428 0.2606 for this JPEG copy.
+    # README (Data): 0.4913 0.4821 0.4465 / 0.2452 0.2428 0.2606 for this JPEG copy.
     assert np.allclose(mean, (0.4913, 0.4821, 0.4465), atol=2e-3)
     assert np.allclose(std, (0.2452, 0.2428, 0.2606), atol=2e-3)

@@ -138,19 +138,19 @@ def _assert_names_failed_run(rc: int, err: str, run: Path, log: Path) -> None:
 # ---------------------------------------------------------------- a run that fails
 
 
-def test_reproduce_stops_when_the_fp_run_fails(env, tmp_path):
+def test_first_runs_stops_when_the_fp_run_fails(env, tmp_path):
     env["FAKE_MODE"] = "fail"
-    rc, _, err = _run([str(SCRIPTS / "reproduce_resnet20.sh")], env)
+    rc, _, err = _run([str(SCRIPTS / "first_runs_resnet20.sh")], env)
     _assert_names_failed_run(rc, err, tmp_path / "out/fp", tmp_path / "out/fp.log")
     assert [args.split()[4] for _, args in _calls(env)] == ["fp"]  # nothing started after the failure
 
 
 @pytest.mark.skipif(not (REPO / "results/cpu-resnet20/fp/last.safetensors").is_file(),
                     reason="the committed FP model is not in this checkout")
-def test_reproduce_without_pretrained_stops_all_runs_when_one_fails(env, tmp_path):
+def test_first_runs_without_pretrained_stops_all_runs_when_one_fails(env, tmp_path):
     # The fallback start (no pretrained file) used to write logs into a folder nobody had created.
     env.update(PRETRAINED=str(tmp_path / "missing.th"), FAKE_MODE="sleep", FAKE_FAIL_ON="twn")
-    rc, out, err = _run([str(SCRIPTS / "reproduce_resnet20.sh")], env)
+    rc, out, err = _run([str(SCRIPTS / "first_runs_resnet20.sh")], env)
     _assert_names_failed_run(rc, err, tmp_path / "out/twn", tmp_path / "out/twn.log")
     started = _started_runs(out)
     assert sorted(started) == [str(tmp_path / "out/ttq"), str(tmp_path / "out/twn")]  # ttq-lr0.1 never started
@@ -158,8 +158,8 @@ def test_reproduce_without_pretrained_stops_all_runs_when_one_fails(env, tmp_pat
     assert "committed results/cpu-resnet20/fp/last.safetensors" in out
 
 
-def test_reproduce_reports_a_reproduction_that_succeeds(env, tmp_path):
-    rc, out, err = _run([str(SCRIPTS / "reproduce_resnet20.sh")], env)
+def test_first_runs_reports_a_reproduction_that_succeeds(env, tmp_path):
+    rc, out, err = _run([str(SCRIPTS / "first_runs_resnet20.sh")], env)
     assert rc == 0, err
     assert [line for line in out.splitlines() if line.endswith(" 50.0")] == \
         ["fp 50.0", "ttq 50.0", "twn 50.0", "ttq-lr0.1 50.0"]
@@ -195,9 +195,9 @@ def test_gpu_script_without_arguments_prints_its_usage(env):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 @pytest.mark.skipif(not (REPO / "results/cpu-resnet20/fp/last.safetensors").is_file(),
                     reason="the committed FP model is not in this checkout")
-def test_reproduce_stopped_by_a_signal_stops_its_runs(env, tmp_path, sig):
+def test_first_runs_stopped_by_a_signal_stops_its_runs(env, tmp_path, sig):
     env.update(PRETRAINED=str(tmp_path / "missing.th"), FAKE_MODE="sleep")
-    proc = _start([str(SCRIPTS / "reproduce_resnet20.sh")], env)
+    proc = _start([str(SCRIPTS / "first_runs_resnet20.sh")], env)
     try:
         calls = _wait_for_calls(env, 2, proc)  # ttq and twn side by side
         assert not any(_gone(pid) for pid, _ in calls)
