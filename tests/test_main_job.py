@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from processes import processes_naming
+
 REPO = Path(__file__).resolve().parents[1]
 TTQ = Path(sys.executable).with_name("ttq")
 
@@ -76,19 +78,6 @@ def _epochs(runs: Path, name: str) -> int:
     return len(history.read_text().splitlines()) if history.is_file() else 0
 
 
-def _trainings_of(runs: Path) -> list[int]:
-    """PIDs of processes whose command line names a folder under ``runs`` (the runner's `train --resume`)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if str(runs).encode() in (proc / "cmdline").read_bytes():
-                    found.append(int(proc.name))
-            except OSError:
-                pass
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the trainings through /proc")
 def test_main_job_stops_on_term_resumes_and_reports_only_its_own_runs(tmp_path):
     plan, runs = tmp_path / "cifar10.toml", tmp_path / "runs"
@@ -111,7 +100,7 @@ def test_main_job_stops_on_term_resumes_and_reports_only_its_own_runs(tmp_path):
             proc.communicate()
     assert proc.returncode == 143, err
     assert "stopped by SIGTERM" in err
-    assert _trainings_of(runs) == []  # no training left running
+    assert processes_naming(runs) == []  # no training left running
     # stopped mid-way: with 2 jobs the third run after the adaptation had not even started
     assert sum(_epochs(runs, n) for n in SEED0[1:]) < 3 * 4
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from processes import processes_naming
 from ttq_lib.cli import main
 from ttq_lib.reproduction.plan import PlanError, load_plan
 from ttq_lib.reproduction.runner import Runner
@@ -222,30 +223,17 @@ def test_a_second_runner_on_the_same_plan_is_refused_and_status_sees_the_first(t
     # Its training runs in a session of its own (out of reach of that kill): the kernel must end it too
     # (PR_SET_PDEATHSIG), or it would train on beside the next runner's training of the same folder.
     for _ in range(600):
-        if not _processes_naming(results):
+        if not processes_naming(results):
             break
         time.sleep(0.1)
     else:
-        pids = _processes_naming(results)
+        pids = processes_naming(results)
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         pytest.fail(f"the training outlived its killed runner: processes {pids}")
     assert main(args + ["--status"]) == 0
     out = capsys.readouterr().out
     assert "is running this plan" not in out and out.split()[:2] == ["resnet20-adapt-s0", "stopped"], out
-
-
-def _processes_naming(path: Path) -> list[int]:
-    """The processes whose command line mentions ``path`` (read from /proc)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if str(path).encode() in (proc / "cmdline").read_bytes():
-                    pids.append(int(proc.name))
-            except OSError:  # it ended meanwhile
-                pass
-    return pids
 
 
 def _write_history(folder: Path, rows: list[dict]) -> None:
