@@ -48,8 +48,8 @@ from ttq_lib.convert import ternarize_model
 from ttq_lib.data.imagefolder import ShardedBatchSampler
 from ttq_lib.models import build_model
 from ttq_lib.training.config import TrainConfig
-from ttq_lib.training.distributed import DistInfo, setup, teardown, wrap
-from ttq_lib.training.loop import make_optimizer, train_step
+from ttq_lib.training.distributed import DistInfo, broadcast_buffers, setup, teardown, wrap
+from ttq_lib.training.loop import make_optimizer, seed_epoch, train_step
 
 K, GLOBAL_BATCH, IMAGES, CLASSES, SIZE = 3, 4, 12, 4, 16
 
@@ -190,3 +190,47 @@ def test_torchrun_end_to_end_with_a_dead_rank(tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["global_batch"] == 4 and metrics["train_images"] == 12
     assert json.loads(ref_out[ref_out.index("{"):])["val_images"] == 6  # rank 0 alone printed the metrics
+
+
+def _buffers_worker(rank: int, world: int, port: int, path: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    try:
+        info = setup("cpu")
+        bn = nn.BatchNorm2d(3)
+        bn.train()(torch.randn(4, 3, 2, 2, generator=torch.Generator().manual_seed(rank)))  # per-process statistics
+        before = {k: v.clone() for k, v in bn.state_dict().items()}
+        broadcast_buffers(info, bn)
+        torch.save({"before": before, "after": bn.state_dict()}, f"{path}.{rank}")
+    finally:
+        teardown()
+
+
+def test_every_process_evaluates_with_rank_0s_batch_norm_statistics(tmp_path):
+    """After an epoch each process holds the running statistics of its own last batch (DDP copies rank 0's only
+    before a forward); the loop broadcasts rank 0's, the ones it saves, before evaluating."""
+    import torch.multiprocessing as mp
+
+    path = tmp_path / "bufs"
+    mp.start_processes(_buffers_worker, args=(2, _free_port(), str(path)), nprocs=2, start_method="fork")
+    r0, r1 = (torch.load(f"{path}.{r}", weights_only=True) for r in (0, 1))
+    assert not torch.equal(r0["before"]["running_mean"], r1["before"]["running_mean"])
+    for key in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(r1["after"][key], r0["before"][key]) and torch.equal(r0["after"][key], r0["before"][key])
+
+
+def test_dropout_masks_are_a_function_of_seed_epoch_and_rank():
+    """seed_epoch, called by the loop before every epoch: a resumed run draws the masks an uninterrupted one drew,
+    and two processes do not drop the same units."""
+    drop, ones = nn.Dropout(0.5), torch.ones(1000)
+
+    def mask(seed, epoch, rank):
+        seed_epoch(seed, epoch, rank)
+        return drop.train()(ones) == 0
+
+    first = mask(0, 3, 0)
+    torch.rand(100)  # a resumed process has drawn other numbers (model building, data loaders) before
+    assert torch.equal(mask(0, 3, 0), first)
+    for other in (mask(0, 3, 1), mask(0, 4, 0), mask(1, 3, 0)):
+        assert 0.3 < (other != first).float().mean() < 0.7  # independent masks differ in about half the units

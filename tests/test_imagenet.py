@@ -292,6 +292,28 @@ def test_train_resnet18_ttq_on_real_jpegs_end_to_end(real_folder, tmp_path, caps
     assert "already holds a run" in capsys.readouterr().err
 
 
+def test_a_corrupt_val_image_is_skipped_and_left_out_of_the_count(syn, tmp_path, capsys, monkeypatch):
+    bad = syn / "val" / "emu" / "emu_001.JPEG"
+    bad.write_bytes(bad.read_bytes()[:40])  # a truncated JPEG
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="skipping .*emu_001.JPEG"):
+        assert main(["train", "--dataset", "imagenet", "--data", str(syn), "--model", "resnet18", *SMALL,
+                     "--epochs", "1", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["val_images"] == 3 * 3 - 1  # the images scored, not the files
+    history = json.loads((out / "history.jsonl").read_text())
+    assert round(history["val_acc"] * 8 / 100, 6).is_integer()  # a share of 8 images
+    # resumed by torchrun's processes once finished: rank 0 alone says so and prints the metrics
+    capsys.readouterr()
+    for rank in ("1", "0"):
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", rank)
+        assert main(["train", "--resume", str(out)]) == 0
+        said = capsys.readouterr()
+        assert ("already finished" in said.err and '"val_images": 8' in said.out) == (rank == "0"), said
+        assert said.out + said.err == "" or rank == "0"
+
+
 def test_train_alexnet_ttq_from_scratch_with_the_official_optimizer(syn, tmp_path):
     out = tmp_path / "alex"
     argv = ["train", "--dataset", "imagenet", "--data", str(syn), "--model", "alexnet", *SMALL, "--image-size",

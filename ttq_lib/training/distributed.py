@@ -99,6 +99,17 @@ def all_sum(info: DistInfo, *tensors: torch.Tensor) -> None:
             tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
 
 
+def broadcast_buffers(info: DistInfo, model: nn.Module) -> None:
+    """Every process takes rank 0's buffers (batch-norm running statistics), in place.
+
+    DDP copies rank 0's buffers to the others before each forward, so after an epoch's last step each process
+    still holds the statistics of its own last batch. Evaluating with those, each process would score its share
+    of the images with a different model from the one rank 0 saves."""
+    if info.active:
+        for b in model.buffers():
+            tdist.broadcast(b, src=0)
+
+
 def per_process_batch(global_batch: int, world: int) -> int:
     """batch / N, or a clear error when N does not divide the recipe's batch."""
     if global_batch % world:

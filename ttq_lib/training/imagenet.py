@@ -33,6 +33,7 @@ class ImageNetTask:
                              f"uses {self.device}: drop --decode device (the --workers processes decode on the CPU)")
         per_process_batch(cfg.batch_size, info.world)
         self.source, self.classes = str(self.folder.root), self.folder.classes
+        self.evaluated_images: int | None = None  # set by evaluate()
         self.train_set = ImageFolderDataset(self.folder.train, True, cfg.image_size, cfg.eval_resize, cfg.seed,
                                             cfg.decode)
         self.val_set = ImageFolderDataset(self.folder.val, False, cfg.image_size, cfg.eval_resize, cfg.seed,
@@ -72,8 +73,9 @@ class ImageNetTask:
             yield self._to_device(batch, self.train_set)
 
     def evaluate(self, model: nn.Module, channels_last: bool = False) -> tuple[float, float]:
-        """Top-1 and top-5 accuracy (%) on the whole val split, each process taking its share of it."""
-        top1, top5, _ = self.score(model, channels_last)
+        """Top-1 and top-5 accuracy (%) on the whole val split, each process taking its share of it.
+        ``evaluated_images`` keeps how many were scored (fewer than the files when some cannot be decoded)."""
+        top1, top5, self.evaluated_images = self.score(model, channels_last)
         return top1, top5
 
     @torch.no_grad()

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from ..convert import layer_stats
 from ..data import Batches, load_cifar10
+from ..data.batches import derived_seed
 from ..data.cifar10 import HOLDOUT_SEED
 from ..formats import (load_model, load_training_state, save_checkpoint, save_training_state, write_json_atomic,
                        write_text_atomic)
@@ -223,6 +224,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
     history_path, metrics_path = out / "history.jsonl", out / "metrics.json"
     imagenet = cfg.dataset == "imagenet"
     if resume and metrics_path.exists() and len(read_history(out)) >= cfg.epochs:
+        if distributed.launched_by_torchrun() and int(os.environ["RANK"]) != 0:
+            return {}  # rank 0 reports it, once
         metrics = json.loads(metrics_path.read_text())
         split = metrics.get("eval_split", "test")
         print(f"{out}: this run is already finished ({cfg.epochs} of {cfg.epochs} epochs, {split} accuracy "
@@ -313,6 +316,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
     t0 = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         _fault_point("epoch-start")
+        seed_epoch(cfg.seed, epoch, info.rank)
         model.train()
         train_batches.set_epoch(epoch)
         sums = [torch.zeros((), dtype=sum_dtype, device=device), torch.zeros((), dtype=torch.int64, device=device)]
@@ -332,6 +336,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
         loss_sum, correct = sums
         train_loss = _read_loss(loss_sum, seen, epoch, steps - 1)
         if imagenet:
+            distributed.broadcast_buffers(info, model)  # evaluate the model rank 0 saves, in every process
             eval_acc, top5 = train_batches.evaluate(model, channels_last)
             accs = {"test_acc": None, "val_acc": eval_acc, "val_top5_acc": top5}
         else:
@@ -364,6 +369,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
                           train_batches if imagenet else None, info)
 
 
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
+    """Seed the global generators (CPU and CUDA) for one epoch of one process.
+
+    What draws from them during training: dropout (AlexNet) and each DataLoader's worker seeds. Seeding per
+    epoch makes those draws a function of (seed, epoch, rank), so a resumed run repeats an uninterrupted one's
+    masks; per rank, so that N processes do not all drop the same units of their shares of a batch. The data
+    order and augmentation have generators of their own (see ``ttq_lib.data.batches``)."""
+    torch.manual_seed(derived_seed("epoch-rng", seed, epoch, rank))
+
+
 def _write_metrics(cfg, history, last_path, metrics_path, data, source, device, channels_last, origin, task,
                    info) -> dict:
     """metrics.json: the run's result, written when its last epoch is committed."""
@@ -374,7 +389,10 @@ def _write_metrics(cfg, history, last_path, metrics_path, data, source, device, 
     split = "val" if task is not None else "holdout" if cfg.holdout else "test"
     if task is not None:
         evaluated = {"val_accuracy": final.get("val_acc"), "val_top5_accuracy": final.get("val_top5_acc"),
-                     "best_val_accuracy": best("val_acc"), "val_images": len(task.val_set),
+                     "best_val_accuracy": best("val_acc"),
+                     # the images the last evaluation scored; the files, if this process evaluated none
+                     "val_images": task.evaluated_images if task.evaluated_images is not None
+                     else len(task.val_set),
                      "classes": len(task.classes), "processes": info.world, "global_batch": cfg.batch_size}
         images = {"train_images": len(task.train_set), "test_images": 0}
     else:
