@@ -49,7 +49,8 @@ from ttq_lib.data.imagefolder import ShardedBatchSampler
 from ttq_lib.models import build_model
 from ttq_lib.training.config import TrainConfig
 from ttq_lib.training.distributed import DistInfo, broadcast_buffers, setup, teardown, wrap
-from ttq_lib.training.loop import make_optimizer, seed_epoch, train_step
+from ttq_lib.training.loop import make_optimizer, train_step
+from ttq_lib.training.seeds import seed_epoch
 
 K, GLOBAL_BATCH, IMAGES, CLASSES, SIZE = 3, 4, 12, 4, 16
 

@@ -166,7 +166,8 @@ def render_search(plan_dir: str | os.PathLike, markdown: bool = False) -> str:
         settings = ", ".join(f"{k} {_setting(v)}" for k, v in g["settings"].items() if k in shown and v is not None)
         tie = (f"; not resolved from {', '.join(ties)} (within the noise of this search)" if ties
                else "" if g["alone"] else "; every other recipe is resolved below it")
-        unfinished = f" ({g['unfinished']} started run(s) of this model, method and budget unfinished)" if g["unfinished"] else ""
+        unfinished = (f" ({g['unfinished']} started run(s) of this model, method and budget unfinished)"
+                      if g["unfinished"] else "")
         prefix = "- " if markdown else ""
         what = f"{g['recipe']} ({settings}), not searched" if g["alone"] else f"best {g['recipe']} ({settings})"
         lines.append(f"{prefix}{NAMES[g['method']]} {g['model']}: {what}{tie}{unfinished}.")

@@ -31,7 +31,6 @@ from tqdm.auto import tqdm
 
 from ..convert import layer_stats
 from ..data import Batches, load_cifar10
-from ..data.batches import derived_seed
 from ..data.cifar10 import HOLDOUT_SEED
 from ..formats import (load_model, load_training_state, save_checkpoint, save_training_state, write_json_atomic,
                        write_text_atomic)
@@ -42,6 +41,7 @@ from .config import (CONFIG_FILE, TrainConfig, build, default_channels_last, lea
 from .evaluate import accuracy
 from .history import read_history, weight_histograms
 from .provenance import command_line, provenance, repo_root
+from .seeds import seed_epoch
 
 
 #: The name of the optimizer group of Wp, Wn, which exists when ``scale_lr`` gives them their own learning rate.
@@ -369,16 +369,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
                           train_batches if imagenet else None, info)
 
 
-def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
-    """Seed the global generators (CPU and CUDA) for one epoch of one process.
-
-    What draws from them during training: dropout (AlexNet) and each DataLoader's worker seeds. Seeding per
-    epoch makes those draws a function of (seed, epoch, rank), so a resumed run repeats an uninterrupted one's
-    masks; per rank, so that N processes do not all drop the same units of their shares of a batch. The data
-    order and augmentation have generators of their own (see ``ttq_lib.data.batches``)."""
-    torch.manual_seed(derived_seed("epoch-rng", seed, epoch, rank))
-
-
 def _write_metrics(cfg, history, last_path, metrics_path, data, source, device, channels_last, origin, task,
                    info) -> dict:
     """metrics.json: the run's result, written when its last epoch is committed."""
@@ -390,8 +380,7 @@ def _write_metrics(cfg, history, last_path, metrics_path, data, source, device, 
     if task is not None:
         evaluated = {"val_accuracy": final.get("val_acc"), "val_top5_accuracy": final.get("val_top5_acc"),
                      "best_val_accuracy": best("val_acc"),
-                     # the images the last evaluation scored; the files, if this process evaluated none
-                     "val_images": task.evaluated_images if task.evaluated_images is not None
+                     "val_images": task.evaluated_images if task.evaluated_images is not None  # scored, not files
                      else len(task.val_set),
                      "classes": len(task.classes), "processes": info.world, "global_batch": cfg.batch_size}
         images = {"train_images": len(task.train_set), "test_images": 0}
