@@ -77,3 +77,24 @@ def test_a_reader_that_goes_away_is_not_an_error(trained):
     proc.stdout.close()  # before the child has written anything: its first write meets a closed pipe
     err = proc.stderr.read()
     assert proc.wait() == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_reporting_commands_start_without_torch(tmp_path):
+    """`ttq table` and `ttq --help` build no torch-backed options (cli.build_parser), so they import no torch;
+    `ttq train --help` and `ttq pack --help` still list every option with its choices."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from ttq_lib.cli import main; rc = main(sys.argv[1:]); "
+             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    (tmp_path / "plan").mkdir()
+    for argv in (["table", str(tmp_path / "plan")], ["table", "--update", str(tmp_path / "README.md")]):
+        (tmp_path / "README.md").write_text("no blocks\n")
+        out = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, check=True)
+        assert out.stdout.strip().splitlines()[-1] == "NO-TORCH", (argv, out.stdout, out.stderr)
+    top = subprocess.run([sys.executable, "-m", "ttq_lib.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "train" in top.stdout and "pack" in top.stdout and "table" in top.stdout
+    for command, option in [("train", "--scale-init {one,mean}"), ("pack", "--scheme {2bit,base3}")]:
+        out = subprocess.run([sys.executable, "-m", "ttq_lib.cli", command, "--help"], capture_output=True, text=True,
+                             check=True)
+        assert option in out.stdout, out.stdout

@@ -284,6 +284,12 @@ def test_train_resnet18_ttq_on_real_jpegs_end_to_end(real_folder, tmp_path, caps
     shutil.copytree(real_folder / "val", val_only / "val")
     assert main(["eval", str(out / "last.safetensors"), "--data", str(val_only), "--workers", "0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"] == result["accuracy"]
+    # the checkpoint records its class names: a folder with as many classes but another one among them is refused
+    assert meta["classes"] == sorted(p.name for p in (real_folder / "train").iterdir())
+    renamed = sorted((val_only / "val").iterdir())[1]
+    renamed.rename(renamed.with_name("zz-" + renamed.name))
+    assert main(["eval", str(out / "last.safetensors"), "--data", str(val_only), "--workers", "0"]) == 2
+    assert f"its label 1 is {renamed.name!r}, the folder's is" in capsys.readouterr().err
     # a finished run is left as it is; the folder is refused without --resume
     assert main(["train", "--resume", str(out)]) == 0
     assert "already finished" in capsys.readouterr().err

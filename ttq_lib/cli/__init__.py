@@ -28,17 +28,28 @@ weights above t*max|w| become +Wp, below -t*max|w| become -Wn, the rest 0.
 COMMANDS = (train.add, evaluate.add, files.add_pack, files.add_size, demo.add, plans.add_reproduce, plans.add_table)
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Commands whose options take their defaults and choices from modules that import torch (about 2 s).
+TORCH_OPTIONS = {train.add: "train", files.add_pack: "pack"}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; of those in ``TORCH_OPTIONS`` only ``command`` gets its options (the others
+    their name and help), so that ``ttq table`` or ``ttq --help`` does not wait for torch to import."""
     parser = argparse.ArgumentParser(prog="ttq", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
-        add(sub)
+        if add in TORCH_OPTIONS:
+            add(sub, options=TORCH_OPTIONS[add] == command)
+        else:
+            add(sub)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)  # ttq has no option that takes a value
+    args = build_parser(command).parse_args(argv)
     try:
         rc = args.func(args)
         sys.stdout.flush()  # a reader that went away (`| head`) shows here, not as a traceback at exit

@@ -4,19 +4,22 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def add_pack(sub) -> None:
-    from ..bitpack import SCHEMES
-
+def add_pack(sub, options: bool = True) -> None:
+    """``ttq pack``'s parser; ``options=False`` gives its name and help alone (see ``cli.build_parser``)."""
     p = sub.add_parser("pack", help="write a packed ternary model file (2-bit or base-3 codes)",
                        description="Pack a ternary checkpoint: each ternary layer's weights become codes in "
                                    "{-1, 0, +1} (2 bits, or 5 per byte in base 3 = 1.6 bits) plus Wp and Wn; "
                                    "other tensors are kept as they are. `ttq eval FILE` evaluates the result.")
+    p.set_defaults(func=cmd_pack)
+    if not options:
+        return
+    from ..bitpack import SCHEMES
+
     p.add_argument("path", help="a TTQ or TWN checkpoint (.safetensors)")
     p.add_argument("-o", "--output", required=True, help="packed file to write (.safetensors); never the input")
     p.add_argument("--force", action="store_true", help="replace OUTPUT if it exists (it is refused otherwise)")
     p.add_argument("--scheme", default="base3", choices=list(SCHEMES),
                    help="base3: 5 codes per byte (1.6 bits); 2bit: 4 codes per byte, the paper's count")
-    p.set_defaults(func=cmd_pack)
 
 
 def cmd_pack(args) -> int:

@@ -20,14 +20,8 @@ class _DeprecatedInit(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def add(sub) -> None:
-    from ..layers import SCALE_INITS
-    from ..models import DEPTHS
-    from ..models.imagenet import IMAGENET_MODELS
-    from ..training.config import COMPILE_MODES, METHODS, PRECISIONS, SCHEDULES, TrainConfig
-    from ..training.imagenet_recipe import add_imagenet_arguments
-
-    d = TrainConfig()
+def add(sub, options: bool = True) -> None:
+    """``ttq train``'s parser; ``options=False`` gives its name and help alone (see ``cli.build_parser``)."""
     p = sub.add_parser("train", help="train or fine-tune a FP / TWN / TTQ CIFAR ResNet (AlexNet, ResNet-18: "
                                      "--dataset imagenet)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -35,6 +29,16 @@ def add(sub) -> None:
                                    "(SGD momentum 0.9, lr 0.1 /10 at epochs 82, 123, 150, batch 128, weight "
                                    "decay 2e-4, t = 0.05). The paper fine-tunes TTQ from a trained "
                                    "full-precision model: pass it with --start-from.")
+    p.set_defaults(func=cmd_train)
+    if not options:
+        return
+    from ..layers import SCALE_INITS
+    from ..models import DEPTHS
+    from ..models.imagenet import IMAGENET_MODELS
+    from ..training.config import COMPILE_MODES, METHODS, PRECISIONS, SCHEDULES, TrainConfig
+    from ..training.imagenet_recipe import add_imagenet_arguments
+
+    d = TrainConfig()
     p.add_argument("--model", default=d.model, choices=[*DEPTHS, *IMAGENET_MODELS],
                    help="a CIFAR ResNet; alexnet and resnet18 (torchvision's) need --dataset imagenet")
     p.add_argument("--method", default=d.method, choices=list(METHODS),
@@ -102,7 +106,6 @@ def add(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="start again in an --out folder that already holds a run, deleting its run files "
                         "(without it such a folder is refused)")
-    p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:

@@ -40,12 +40,15 @@ class ImageNetTask:
                                           cfg.decode)
         if train:  # evaluation alone (``ttq eval``) needs neither the order nor the loader of training
             self.sampler = ShardedBatchSampler(len(self.train_set), cfg.batch_size, info.rank, info.world, cfg.seed)
-            self.train_loader = self._loader(self.train_set, self.sampler)
+            self.train_loader = self._loader(self.train_set, self.sampler, persistent=True)
 
-    def _loader(self, dataset, sampler) -> torch.utils.data.DataLoader:
+    def _loader(self, dataset, sampler, persistent: bool) -> torch.utils.data.DataLoader:
+        # The training loader keeps its workers across epochs; an evaluation's loader is iterated once, so its
+        # workers end with its last batch instead of waiting for the loader to be collected.
         workers = self.cfg.workers
         return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                                           pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+                                           pin_memory=self.device.type == "cuda",
+                                           persistent_workers=persistent and workers > 0)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -90,7 +93,7 @@ class ImageNetTask:
         sampler = ShardedBatchSampler(len(self.val_set), self.cfg.batch_size, info.rank, info.world,
                                       shuffle=False, drop_last=False)
         counts = torch.zeros(3, dtype=torch.int64, device=self.device)  # top-1, top-5, images
-        batches = self._loader(self.val_set, sampler) if len(self.val_set) else []
+        batches = self._loader(self.val_set, sampler, persistent=False) if len(self.val_set) else []
         for batch in tqdm(batches, desc="eval", leave=False, disable=not (progress and info.main)):
             if len(batch[1]) == 0:  # this process's share of the last, short batch can be empty
                 continue
@@ -112,11 +115,21 @@ def evaluate_checkpoint(model: nn.Module, meta: dict, cfg, device: torch.device)
     """``ttq eval --dataset imagenet``: top-1 / top-5 of a loaded checkpoint on ``cfg.data``/val (one process).
 
     The images get the evaluation crop (``cfg.eval_resize`` then centre ``cfg.image_size``) and the
-    checkpoint's own mean and std; its class count must match the folder's."""
+    checkpoint's own mean and std.  Its classes must be the folder's: the same names in the same (sorted) order
+    when the checkpoint records them (our ImageNet runs do, as ``classes``), else the same count."""
     info = DistInfo(0, 1, 0, device)
     task = ImageNetTask(cfg, info, {"mean": meta["mean"], "std": meta["std"]}, train=False)
-    if meta.get("num_classes") not in (None, len(task.classes)):
-        raise ValueError(f"the checkpoint has {meta['num_classes']} classes but {task.source}/val holds "
+    saved = meta.get("classes")
+    count = meta.get("num_classes") if saved is None else len(saved)
+    if count not in (None, len(task.classes)):
+        raise ValueError(f"the checkpoint has {count} classes but {task.source}/val holds "
                          f"{len(task.classes)} class folders: evaluate it on the folder it was trained for")
+    if saved is not None and list(saved) != task.classes:
+        # label i is the i-th class folder: one renamed or missing folder shifts every label after it
+        first = next(i for i, (a, b) in enumerate(zip(saved, task.classes)) if a != b)
+        raise ValueError(f"the checkpoint was trained on other classes than {task.source}/val holds: its label "
+                         f"{first} is {saved[first]!r}, the folder's is {task.classes[first]!r} (labels follow the "
+                         "sorted class-folder names): evaluate it on a folder with the class folders it was "
+                         "trained on")
     top1, top5, n = task.score(model, progress=True)
     return {"top1": top1, "top5": top5, "images": n, "classes": len(task.classes), "data": task.source}

@@ -303,7 +303,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
     steps = len(train_batches)
     history = read_history(out)[:start_epoch] if info.main else []
     source = train_batches.source if imagenet else str(data.source)
-    meta = {**norm, "data": source}
+    meta = {**norm, "data": source, **({"classes": train_batches.classes} if imagenet else {})}  # names: ttq eval
 
     net = distributed.wrap(model, info, cfg.sync_bn)  # DDP (and SyncBatchNorm) when asked; else model
     saved = distributed.plain_batchnorm_view(model) if cfg.sync_bn else model  # what the checkpoint holds
