@@ -286,6 +286,8 @@ def test_train_resnet18_ttq_on_real_jpegs_end_to_end(real_folder, tmp_path, caps
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"] == result["accuracy"]
     # the checkpoint records its class names: a folder with as many classes but another one among them is refused
     assert meta["classes"] == sorted(p.name for p in (real_folder / "train").iterdir())
+    assert main(["pack", str(out / "last.safetensors"), "-o", str(tmp_path / "packed.safetensors")]) == 0
+    assert load_model(tmp_path / "packed.safetensors")[1]["classes"] == meta["classes"]  # packing keeps them
     renamed = sorted((val_only / "val").iterdir())[1]
     renamed.rename(renamed.with_name("zz-" + renamed.name))
     assert main(["eval", str(out / "last.safetensors"), "--data", str(val_only), "--workers", "0"]) == 2
