@@ -19,6 +19,7 @@ from ttq_lib.cli import main
 from ttq_lib.reproduction.plan import PlanError, load_plan
 from ttq_lib.reproduction.runner import Runner
 from ttq_lib.reproduction.search import best_settings
+from ttq_lib.training.history import without_timings
 
 TINY = """
 name = "tiny"
@@ -98,9 +99,7 @@ def test_bad_plans_are_refused_with_the_reason(tmp_path, change, message):
 def _finished(results: Path) -> dict[str, tuple[dict, list]]:
     out = {}
     for run in sorted(p for p in (results / "tiny").iterdir() if p.is_dir()):  # not the runner's .runner.lock
-        history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
-        for row in history:
-            row.pop("wall_time_s")
+        history = [without_timings(json.loads(line)) for line in (run / "history.jsonl").read_text().splitlines()]
         out[run.name] = (load_file(str(run / "last.safetensors")), history)
     return out
 

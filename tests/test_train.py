@@ -46,6 +46,30 @@ def test_real_short_training_history(tmp_path, cifar, resnet20_th):
     assert metrics == json.loads((tmp_path / "real" / "metrics.json").read_text())
 
 
+def test_history_times_the_steps_and_the_evaluation_apart(tmp_path, monkeypatch):
+    """train_time_s is the epoch's steps alone (a GPU target counts them without evaluation), eval_time_s the
+    evaluation after them; with wall_time_s (cumulative) the two fit in each epoch's span."""
+    import time
+
+    import ttq_lib.training.loop as tr
+
+    real_accuracy = tr.accuracy
+
+    def slow_accuracy(*args, **kw):  # an evaluation known to take at least 0.5 s
+        time.sleep(0.5)
+        return real_accuracy(*args, **kw)
+
+    monkeypatch.setattr(tr, "accuracy", slow_accuracy)
+    train(small_cfg(tmp_path, "timed", epochs=2), progress=False, data=synthetic_cifar10(200, 64))
+    hist = [json.loads(l) for l in (tmp_path / "timed" / "history.jsonl").read_text().splitlines()]
+    before = 0.0
+    for row in hist:
+        span = row["wall_time_s"] - before
+        assert row["eval_time_s"] >= 0.5 and 0 < row["train_time_s"] < span - 0.5, row
+        assert row["train_time_s"] + row["eval_time_s"] <= span + 1e-3, row
+        before = row["wall_time_s"]
+
+
 def test_interrupted_run_resumes_to_same_weights(tmp_path, monkeypatch):
     import ttq_lib.training.loop as tr
 

@@ -15,6 +15,15 @@ import torch.nn as nn
 from ..convert import ternary_layers
 
 HIST_BINS = 64
+#: A row's timings (seconds): ``wall_time_s`` since the run began, summed over its sessions; this epoch's
+#: ``train_time_s`` (its steps, data and augmentation included, up to the loss read that waits for them) and
+#: ``eval_time_s`` (the evaluation after them).  A resumed run repeats every other value of a row exactly.
+TIMING_KEYS = ("wall_time_s", "train_time_s", "eval_time_s")
+
+
+def without_timings(row: dict) -> dict:
+    """``row`` less its :data:`TIMING_KEYS`: what an interrupted and continued run must repeat exactly."""
+    return {k: v for k, v in row.items() if k not in TIMING_KEYS}
 
 
 @torch.no_grad()

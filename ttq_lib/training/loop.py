@@ -36,11 +36,11 @@ from ..formats import (load_model, load_training_state, save_checkpoint, save_tr
                        write_text_atomic)
 from ..layers import clamp_scales_
 from . import distributed
-from .config import (CONFIG_FILE, TrainConfig, build, default_channels_last, learning_rate, save_config,
-                     uses_cudagraphs)
+from .config import TrainConfig, build, default_channels_last, learning_rate, save_config, uses_cudagraphs
 from .evaluate import accuracy
 from .history import read_history, weight_histograms
 from .provenance import command_line, provenance, repo_root
+from .run_folder import check_run_folder, held_run_files
 from .seeds import seed_epoch
 
 
@@ -140,8 +140,6 @@ def device_label(device: torch.device) -> str:
     return device.type
 
 
-#: The files a run writes; a folder holding any of them holds a run.
-RUN_FILES = (CONFIG_FILE, "history.jsonl", "last.safetensors", "state.pt", "metrics.json")
 #: Fault injection for the kill tests: ``TTQ_KILL_AT=<point>:<n>`` sends SIGKILL to this process the n-th
 #: time it reaches ``<point>`` (see :func:`_fault_point`); ``<point>:<n>@<rank>`` only in torchrun's process
 #: of that rank.  Unset in normal use.
@@ -160,32 +158,6 @@ def _fault_point(name: str) -> None:
         _reached[name] = _reached.get(name, 0) + 1
         if _reached[name] == int(count or 1):
             os.kill(os.getpid(), signal.SIGKILL)
-
-
-class RunExistsError(ValueError):
-    """The output folder already holds a run, and neither resume nor overwrite was asked for."""
-
-
-def held_run_files(out: Path) -> list[str]:
-    """The run files (:data:`RUN_FILES`) present in ``out``."""
-    return [name for name in RUN_FILES if (out / name).exists()]
-
-
-def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to train into a folder that holds a run unless told how (see the module docstring)."""
-    if resume and overwrite:
-        raise ValueError("give either --resume (continue the run) or --overwrite (start it again), not both")
-    held = held_run_files(out)
-    if resume:
-        if CONFIG_FILE not in held:
-            raise FileNotFoundError(f"nothing to resume in {out}: it holds no run ({CONFIG_FILE} is missing); "
-                                    "start a new run there without --resume")
-        if (out / "STOPPED").exists():
-            raise ValueError(f"{out} was given up on purpose ({out / 'STOPPED'} says why); it is kept as a record: "
-                             "start a new run in another folder instead")
-    elif held and not overwrite:
-        raise RunExistsError(f"{out} already holds a run ({', '.join(held)}): pass --resume {out} to continue "
-                             "it, or --overwrite to delete its run files and start again")
 
 
 def _load_data(cfg: TrainConfig, data, info, norm, folder):
@@ -320,7 +292,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
         model.train()
         train_batches.set_epoch(epoch)
         sums = [torch.zeros((), dtype=sum_dtype, device=device), torch.zeros((), dtype=torch.int64, device=device)]
-        seen = 0
+        seen, t_epoch = 0, time.time()
         bar = tqdm(train_batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
                    leave=False)
         for step, (x, y) in enumerate(bar):
@@ -334,7 +306,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
             distributed.all_sum(info, sums[0], sums[1], seen_t)
             seen = int(seen_t)
         loss_sum, correct = sums
-        train_loss = _read_loss(loss_sum, seen, epoch, steps - 1)
+        train_loss = _read_loss(loss_sum, seen, epoch, steps - 1)  # a sync: the steps have run
+        t_train = time.time()
         if imagenet:
             distributed.broadcast_buffers(info, model)  # evaluate the model rank 0 saves, in every process
             eval_acc, top5 = train_batches.evaluate(model, channels_last)
@@ -347,6 +320,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
             continue
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": 100 * int(correct) / seen,
                **accs, "eval_split": split, "wall_time_s": wall_before + time.time() - t0,
+               "train_time_s": t_train - t_epoch, "eval_time_s": time.time() - t_train,  # this epoch's
                "device": device_label(device),
                "layers": layer_stats(model), "hist": weight_histograms(model)}
         history.append(row)
