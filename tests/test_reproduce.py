@@ -162,6 +162,20 @@ def test_only_runs_the_chosen_and_what_they_start_from(tmp_path, capsys):
                       "resnet20-twn-lr0.05-s0": "queued"}
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["--jobs", "0"], "--jobs 0 must be at least 1"),
+    (["--budget-min", "0"], "--budget-min must be positive, got 0"),
+    (["--budget-min", "-5"], "--budget-min must be positive, got -5"),
+    (["--only", "resnet99-*"], "--only resnet99-* matches no run of plan tiny; runs are named like resnet20-"),
+    (["--export", "x", "--import", "y"], "give one of them"),
+])
+def test_bad_runner_options_are_refused_before_anything_runs(tmp_path, capsys, argv, message):
+    plan_path = _plan(tmp_path)
+    assert main(["reproduce", str(plan_path), "--results", str(tmp_path / "r"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # no folder, no lock, no run started
+
+
 def test_the_committed_plans_load_and_give_ttq_and_twn_one_recipe():
     root = Path(__file__).resolve().parent.parent / "reproduce"
     plan = load_plan(root / "cifar10.toml")
