@@ -49,7 +49,7 @@ from ttq_lib.data.imagefolder import ShardedBatchSampler
 from ttq_lib.models import build_model
 from ttq_lib.training.config import TrainConfig
 from ttq_lib.training.distributed import DistInfo, broadcast_buffers, setup, teardown, wrap
-from ttq_lib.training.history import without_timings
+from ttq_lib.training.history import without_execution
 from ttq_lib.training.loop import make_optimizer, train_step
 from ttq_lib.training.seeds import seed_epoch
 
@@ -181,8 +181,8 @@ def test_torchrun_end_to_end_with_a_dead_rank(tmp_path):
         files = sorted(p.name for p in (tmp_path / run).iterdir())
         assert files == ["config.json", "history.jsonl", "last.safetensors", "metrics.json", "state.pt"], files
     a = load_file(tmp_path / "ref" / "last.safetensors")
-    rows = [[without_timings(json.loads(line)) for line in (tmp_path / run / "history.jsonl").read_text().splitlines()]
-            for run in ("ref", "run", "auto")]
+    rows = [[without_execution(json.loads(line))
+             for line in (tmp_path / run / "history.jsonl").read_text().splitlines()] for run in ("ref", "run", "auto")]
     for run, history in zip(("run", "auto"), rows[1:]):
         b = load_file(tmp_path / run / "last.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), run

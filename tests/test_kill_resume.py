@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 
 from ttq_lib.formats import save_checkpoint
 from ttq_lib.models import resnet20
-from ttq_lib.training.history import without_timings
+from ttq_lib.training.history import without_execution
 
 EPOCHS = 3
 TRAIN_ARGS = ["--method", "ttq", "--data", "synthetic:160", "--epochs", str(EPOCHS), "--batch-size", "40",
@@ -59,7 +59,7 @@ def _continue(run: Path, cwd: Path, start: Path):
 
 
 def _weights_and_history(run: Path) -> tuple[dict, list[dict]]:
-    history = [without_timings(json.loads(line)) for line in (run / "history.jsonl").read_text().splitlines()]
+    history = [without_execution(json.loads(line)) for line in (run / "history.jsonl").read_text().splitlines()]
     return load_file(str(run / "last.safetensors")), history
 
 

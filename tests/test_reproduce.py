@@ -19,7 +19,7 @@ from ttq_lib.cli import main
 from ttq_lib.reproduction.plan import PlanError, load_plan
 from ttq_lib.reproduction.runner import Runner
 from ttq_lib.reproduction.search import best_settings
-from ttq_lib.training.history import without_timings
+from ttq_lib.training.history import read_history, without_execution
 
 TINY = """
 name = "tiny"
@@ -99,7 +99,7 @@ def test_bad_plans_are_refused_with_the_reason(tmp_path, change, message):
 def _finished(results: Path) -> dict[str, tuple[dict, list]]:
     out = {}
     for run in sorted(p for p in (results / "tiny").iterdir() if p.is_dir()):  # not the runner's .runner.lock
-        history = [without_timings(json.loads(line)) for line in (run / "history.jsonl").read_text().splitlines()]
+        history = [without_execution(json.loads(line)) for line in (run / "history.jsonl").read_text().splitlines()]
         out[run.name] = (load_file(str(run / "last.safetensors")), history)
     return out
 
@@ -138,6 +138,26 @@ def test_a_plan_cut_by_its_budget_ends_like_an_uninterrupted_one(tmp_path):
         assert a[name][0].keys() == b[name][0].keys()
         assert all(torch.equal(a[name][0][k], b[name][0][k]) for k in a[name][0]), name
         assert a[name][1] == b[name][1], name
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: nothing to split between runs")
+def test_a_run_left_alone_takes_the_freed_cores_from_its_next_epoch(tmp_path):
+    """The main job's case: after the adaptation three runs can go, two at a time.  TTQ and the first TWN start
+    with half the cores each and the second TWN takes the first's place; once it has ended too, TTQ (still
+    going) is asked to use every core and does from its next epoch, as its history.jsonl rows record."""
+    cores = os.cpu_count()
+    plan_path = _plan(tmp_path, TINY.replace("epochs = 8", "epochs = 40", 1).replace("epochs = 3", "epochs = 1", 1))
+    lines = []
+    runner = Runner(load_plan(plan_path), tmp_path / "r", jobs=2, log=lines.append, poll_s=0.1)
+    assert runner.run() == 0
+    started = {line.split(":")[0]: line for line in lines if ": started (" in line}
+    assert all(f"started ({cores // 2} CPU thread(s)" in started[f"resnet20-{run}-s0"]
+               for run in ("ttq", "twn-lr0.02", "twn-lr0.05")), lines
+    assert f"resnet20-ttq-s0: {cores} CPU thread(s) from its next epoch" in lines, lines
+    threads = [row["threads"] for row in read_history(tmp_path / "r" / "tiny" / "resnet20-ttq-s0")]
+    k = threads.index(cores)
+    assert 1 <= k < len(threads) and set(threads[:k]) == {cores // 2} and set(threads[k:]) == {cores}, threads
+    assert runner._hints is None  # the thread files went with the runner
 
 
 def test_a_changed_plan_is_refused_for_started_runs(tmp_path):

@@ -9,8 +9,10 @@ where the previous stopped.
 Time budget: no run is started that could not finish one epoch before the budget ends; a run whose next epoch
 would not fit is stopped right after it commits an epoch; at the budget's end, less a safety margin, every
 run still going is stopped (it loses at most its uncommitted epoch).  CPU threads are split between the runs
-going at once (``OMP_NUM_THREADS``): a run started while fewer than ``jobs`` runs can go (the adaptation run
-every other run waits for) gets the cores of the idle slots too.  On a GPU the jobs share the card.
+going at once (``OMP_NUM_THREADS`` at the start): a run started while fewer than ``jobs`` runs can go (the
+adaptation run every other run waits for) gets the cores of the idle slots too, and when a run ends with
+nothing to take its place, the runs still going share its cores from their next epoch
+(:mod:`ttq_lib.training.threads`).  On a GPU the jobs share the card.
 """
 from __future__ import annotations
 
@@ -18,15 +20,19 @@ import ctypes
 import dataclasses
 import fnmatch
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..formats import write_text_atomic
 from ..training.config import CONFIG_FILE, TrainConfig, load_config, save_config
 from ..training.history import read_history
+from ..training.threads import ENV_THREADS_FILE
 from .plan import Plan, PlannedRun
 from .plan_lock import PlanLock, other_runner
 
@@ -98,6 +104,8 @@ class Runner:
         self._holding = False  # this runner holds the plan's lock (see plan_lock)
         self._unfit: set[str] = set()  # runs said not to fit in the budget (said once)
         self._label: str | None = None
+        self._threads: dict[str, int] = {}  # the CPU threads each run going was last asked to use
+        self._hints: Path | None = None  # a temporary folder of their thread files, made at the first start
 
     @property
     def device_label(self) -> str:
@@ -182,7 +190,7 @@ class Runner:
         if not (folder / CONFIG_FILE).is_file():
             folder.mkdir(parents=True, exist_ok=True)
             save_config(cfg, folder)
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), ENV_THREADS_FILE: str(self._ask(run.name, threads))}
         parent, prctl = os.getpid(), _prctl()
         with open(folder / "train.log", "ab") as log:
             self.procs[run.name] = subprocess.Popen(
@@ -191,6 +199,25 @@ class Runner:
                 preexec_fn=None if prctl is None else lambda: _die_with(parent, prctl))
         self._committed[run.name] = progress(folder, cfg.epochs).epochs_done
         self.log(f"{run.name}: started ({threads} CPU thread(s), log {folder / 'train.log'})")
+
+    def _ask(self, name: str, threads: int) -> Path:
+        """Write the thread count ``name`` is to use into its thread file (atomically); the file's path."""
+        if self._hints is None:
+            self._hints = Path(tempfile.mkdtemp(prefix="ttq-threads-"))
+        self._threads[name] = threads
+        write_text_atomic(self._hints / name, f"{threads}\n")
+        return self._hints / name
+
+    def _rebalance(self, waiting: int) -> None:
+        """Split the cores evenly between the runs going and the ``waiting`` runnable ones that the next free
+        slots will start (a finished run's slot frees only when its process has exited): the cores of a run
+        that ended with nothing to take its place go to the others, each from its next epoch."""
+        going = [n for n in self.procs if not (self.folder(self.plan.run(n)) / "metrics.json").is_file()]
+        share = max(1, (os.cpu_count() or 1) // max(1, min(self.jobs, len(going) + waiting)))
+        for name in going:
+            if self._threads.get(name) != share:
+                self._ask(name, share)
+                self.log(f"{name}: {share} CPU thread(s) from its next epoch")
 
     def _stop(self, name: str, why: str) -> None:
         proc = self.procs[name]
@@ -235,6 +262,9 @@ class Runner:
                 return self._run(lock)
             finally:
                 self._holding = False
+                if self._hints is not None:  # every training has ended: nobody reads the thread files
+                    shutil.rmtree(self._hints, ignore_errors=True)
+                    self._hints, self._threads = None, {}
 
     def _run(self, lock: PlanLock) -> int:
         t0 = time.time()
@@ -258,8 +288,10 @@ class Runner:
                 # metrics.json is only exiting: it no longer counts as using cores.
                 going = sum(not (self.folder(self.plan.run(n)) / "metrics.json").is_file() for n in self.procs)
                 threads = max(1, (os.cpu_count() or 1) // max(1, min(self.jobs, going + len(runnable))))
-                for run in runnable[: self.jobs - len(self.procs)]:
+                starting = runnable[: self.jobs - len(self.procs)]
+                for run in starting:
                     self._start(run, threads)
+                self._rebalance(waiting=len(runnable) - len(starting))
                 if sorted(self.procs) != lock.recorded:
                     lock.running(list(self.procs))
                 if not self.procs:

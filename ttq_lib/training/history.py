@@ -15,15 +15,16 @@ import torch.nn as nn
 from ..convert import ternary_layers
 
 HIST_BINS = 64
-#: A row's timings (seconds): ``wall_time_s`` since the run began, summed over its sessions; this epoch's
-#: ``train_time_s`` (its steps, data and augmentation included, up to the loss read that waits for them) and
-#: ``eval_time_s`` (the evaluation after them).  A resumed run repeats every other value of a row exactly.
-TIMING_KEYS = ("wall_time_s", "train_time_s", "eval_time_s")
+#: How a row's epoch ran, not what it computed: ``wall_time_s`` (seconds since the run began, summed over its
+#: sessions), this epoch's ``train_time_s`` (its steps, data and augmentation included, up to the loss read
+#: that waits for them) and ``eval_time_s`` (the evaluation after them), and the CPU ``threads`` it ran on.
+#: An interrupted and resumed run repeats every other value of a row exactly.
+EXECUTION_KEYS = ("wall_time_s", "train_time_s", "eval_time_s", "threads")
 
 
-def without_timings(row: dict) -> dict:
-    """``row`` less its :data:`TIMING_KEYS`: what an interrupted and continued run must repeat exactly."""
-    return {k: v for k, v in row.items() if k not in TIMING_KEYS}
+def without_execution(row: dict) -> dict:
+    """``row`` less its :data:`EXECUTION_KEYS`: what an interrupted and resumed run must repeat exactly."""
+    return {k: v for k, v in row.items() if k not in EXECUTION_KEYS}
 
 
 @torch.no_grad()

@@ -42,6 +42,7 @@ from .history import read_history, weight_histograms
 from .provenance import command_line, provenance, repo_root
 from .run_folder import check_run_folder, held_run_files
 from .seeds import seed_epoch
+from .threads import follow_thread_hint
 
 
 #: The name of the optimizer group of Wp, Wn, which exists when ``scale_lr`` gives them their own learning rate.
@@ -289,6 +290,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
     for epoch in range(start_epoch, cfg.epochs):
         _fault_point("epoch-start")
         seed_epoch(cfg.seed, epoch, info.rank)
+        threads = follow_thread_hint()  # a runner may have freed or taken cores since the last epoch
         model.train()
         train_batches.set_epoch(epoch)
         sums = [torch.zeros((), dtype=sum_dtype, device=device), torch.zeros((), dtype=torch.int64, device=device)]
@@ -321,7 +323,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": 100 * int(correct) / seen,
                **accs, "eval_split": split, "wall_time_s": wall_before + time.time() - t0,
                "train_time_s": t_train - t_epoch, "eval_time_s": time.time() - t_train,  # this epoch's
-               "device": device_label(device),
+               "device": device_label(device), "threads": threads,
                "layers": layer_stats(model), "hist": weight_histograms(model)}
         history.append(row)
         # state.pt is the commit point of an epoch: a run killed before it is written redoes the epoch
