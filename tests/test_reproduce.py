@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -112,13 +113,16 @@ def test_a_plan_cut_by_its_budget_ends_like_an_uninterrupted_one(tmp_path):
     plan_path = _plan(tmp_path)
     only = ["*-ttq-*"]  # the adapt run and the TTQ run that starts from it: 10 epochs in all
     whole = tmp_path / "whole"
+    t0 = time.monotonic()
     assert Runner(load_plan(plan_path), whole, jobs=2, only=only, log=lambda line: None).run() == 0
+    whole_s = time.monotonic() - t0
 
     cut = tmp_path / "cut"
-    calls, lines, budget = 0, [], 14.0
+    # Each call gets 40 % of what the uninterrupted call took here, so that no machine is fast enough to finish
+    # the plan in one call (a fixed 14 s did, on a fast day); a call too short to commit an epoch gets longer.
+    calls, lines, budget = 0, [], 0.4 * whole_s
     while calls < 30:
         calls += 1
-        # 14 s per call: a start (importing torch) and an epoch or two of a tiny run, then the budget ends
         before = _epochs_committed(cut)
         runner = Runner(load_plan(plan_path), cut, jobs=2, budget_s=budget, margin_s=1.0, startup_s=2.0,
                         only=only, log=lines.append, poll_s=0.2)
