@@ -134,7 +134,7 @@ def test_a_plan_cut_by_its_budget_ends_like_an_uninterrupted_one(tmp_path):
     assert calls >= 2, "the budget was never reached: the test would not test stopping"
     assert any("stopped" in line for line in lines)
     # jobs=2, but the TTQ run waits for the adapt run: each ran alone, so each got every core, not half
-    started = [line for line in lines if "started" in line]
+    started = [line for line in lines if ": started (" in line]  # not "... not started: ... would not fit"
     assert started and all(f"started ({os.cpu_count()} CPU thread(s)" in line for line in started), started
     a, b = _finished(whole), _finished(cut)
     assert a.keys() == b.keys() and len(a) == 2
