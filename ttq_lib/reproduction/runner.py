@@ -208,12 +208,9 @@ class Runner:
         write_text_atomic(self._hints / name, f"{threads}\n")
         return self._hints / name
 
-    def _rebalance(self, waiting: int) -> None:
-        """Split the cores evenly between the runs going and the ``waiting`` runnable ones that the next free
-        slots will start (a finished run's slot frees only when its process has exited): the cores of a run
+    def _rebalance(self, going: list[str], share: int) -> None:
+        """Give each run in ``going`` the cores' current ``share`` (the one new starts get): the cores of a run
         that ended with nothing to take its place go to the others, each from its next epoch."""
-        going = [n for n in self.procs if not (self.folder(self.plan.run(n)) / "metrics.json").is_file()]
-        share = max(1, (os.cpu_count() or 1) // max(1, min(self.jobs, len(going) + waiting)))
         for name in going:
             if self._threads.get(name) != share:
                 self._ask(name, share)
@@ -286,12 +283,13 @@ class Runner:
                 # New runnable runs appear only when a run finishes, so a run given the idle slots' cores never
                 # shares them with a later start: the cores are never oversubscribed.  A run that has written its
                 # metrics.json is only exiting: it no longer counts as using cores.
-                going = sum(not (self.folder(self.plan.run(n)) / "metrics.json").is_file() for n in self.procs)
-                threads = max(1, (os.cpu_count() or 1) // max(1, min(self.jobs, going + len(runnable))))
-                starting = runnable[: self.jobs - len(self.procs)]
-                for run in starting:
+                # The runnable runs not started now (a finished run's slot frees only when its process has
+                # exited) count too, so a run going is not given cores a start will want a poll later.
+                going = [n for n in self.procs if not (self.folder(self.plan.run(n)) / "metrics.json").is_file()]
+                threads = max(1, (os.cpu_count() or 1) // max(1, min(self.jobs, len(going) + len(runnable))))
+                for run in runnable[: self.jobs - len(self.procs)]:
                     self._start(run, threads)
-                self._rebalance(waiting=len(runnable) - len(starting))
+                self._rebalance(going, threads)
                 if sorted(self.procs) != lock.recorded:
                     lock.running(list(self.procs))
                 if not self.procs:
