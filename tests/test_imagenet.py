@@ -300,6 +300,38 @@ def test_train_resnet18_ttq_on_real_jpegs_end_to_end(real_folder, tmp_path, caps
     assert "already holds a run" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("world", [1, 2])
+def test_a_training_batch_with_no_decodable_image_stops_the_run_with_its_step(syn, tmp_path, capsys, world):
+    """Every image of one process's share of step 2 is corrupt: the run stops there, naming the step and the fix
+    (the step cannot be taken, and with several processes the others would wait for it), and keeps its folder."""
+    data = scan_image_folder(syn)
+    sampler = ShardedBatchSampler(len(data.train), 8, rank=0, world=world, seed=0)
+    second = list(sampler)[1]  # rank 0's share of the epoch's second global batch
+    for index, _ in second:
+        path = data.train.files[index]
+        path.write_bytes(path.read_bytes()[:40])  # truncated JPEGs
+    cfg = TrainConfig(model="resnet18", dataset="imagenet", data=str(syn), image_size=32, eval_resize=36,
+                      batch_size=8, workers=0, device="cpu")
+    task = ImageNetTask(cfg, DistInfo(0, world, 0, torch.device("cpu")), {"mean": [0.5] * 3, "std": [0.2] * 3},
+                        folder=data)
+    task.set_epoch(0)
+    batches = iter(task)
+    x, y = next(batches)
+    assert x.shape == (8 // world, 3, 32, 32) and len(y) == 8 // world
+    with pytest.warns(UserWarning, match="skipping"), pytest.raises(ValueError) as err:
+        next(batches)
+    assert f"none of the {8 // world} images of step 2 of epoch 1" in str(err.value)
+    assert "delete or replace them" in str(err.value) and "--resume" in str(err.value)
+    if world == 1:  # end to end: exit status 2 with the message, and the run folder left to --resume
+        out = tmp_path / "run"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            assert main(["train", "--dataset", "imagenet", "--data", str(syn), "--model", "resnet18", *SMALL,
+                         "--epochs", "1", "--out", str(out)]) == 2
+        assert "none of the 8 images of step 2 of epoch 1" in capsys.readouterr().err
+        assert (out / "config.json").exists() and not (out / "metrics.json").exists()
+
+
 def test_a_corrupt_val_image_is_skipped_and_left_out_of_the_count(syn, tmp_path, capsys, monkeypatch):
     bad = syn / "val" / "emu" / "emu_001.JPEG"
     bad.write_bytes(bad.read_bytes()[:40])  # a truncated JPEG

@@ -56,7 +56,8 @@ class ImageNetTask:
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
 
-    def _to_device(self, batch, dataset: ImageFolderDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    def _to_device(self, batch, dataset: ImageFolderDataset) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Normalised images and labels on the device; None when no image of the batch could be decoded."""
         if self.cfg.decode == "device":
             raw, y, keys = batch
             images = decode_batch(raw, self.device)
@@ -64,16 +65,29 @@ class ImageNetTask:
             for i in set(range(len(images))) - set(kept):
                 warnings.warn(f"skipping {dataset.split.files[keys[i][0]]}: it cannot be decoded as an image; "
                               "delete or replace it", stacklevel=2)
+            if not kept:
+                return None
             x = torch.stack([dataset.transform(images[i], *keys[i]) for i in kept])
             y = y[kept]
         else:
             x, y = batch
+            if len(y) == 0:
+                return None
         x = x.to(self.device, non_blocking=True)
         return normalize(x, self.norm["mean"], self.norm["std"]), y.to(self.device, non_blocking=True)
 
     def __iter__(self):
-        for batch in self.train_loader:
-            yield self._to_device(batch, self.train_set)
+        for step, batch in enumerate(self.train_loader, start=self.sampler.start_step):
+            batch = self._to_device(batch, self.train_set)
+            if batch is None:
+                # An empty share cannot take the step, and with several processes the others would wait in the
+                # gradient exchange for it: stop, with the epoch's committed state kept for --resume.
+                images = self.sampler.global_batch // self.sampler.world  # training shares are all full
+                raise ValueError(f"none of the {images} images of step {step + 1} of epoch {self.sampler.epoch + 1} "
+                                 f"(this process's share of the global batch) could be decoded: the warnings above "
+                                 f"name them; delete or replace them, then continue the run with --resume (it "
+                                 f"restarts from its last committed epoch)")
+            yield batch
 
     def evaluate(self, model: nn.Module, channels_last: bool = False) -> tuple[float, float]:
         """Top-1 and top-5 accuracy (%) on the whole val split, each process taking its share of it.
@@ -95,9 +109,10 @@ class ImageNetTask:
         counts = torch.zeros(3, dtype=torch.int64, device=self.device)  # top-1, top-5, images
         batches = self._loader(self.val_set, sampler, persistent=False) if len(self.val_set) else []
         for batch in tqdm(batches, desc="eval", leave=False, disable=not (progress and info.main)):
-            if len(batch[1]) == 0:  # this process's share of the last, short batch can be empty
+            batch = self._to_device(batch, self.val_set)
+            if batch is None:  # this process's share of the last, short batch can be empty, or all undecodable
                 continue
-            x, y = self._to_device(batch, self.val_set)
+            x, y = batch
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             top = model(x).topk(min(5, len(self.classes)), dim=1).indices
