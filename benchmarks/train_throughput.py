@@ -43,7 +43,7 @@ from ttq_lib import build_model, ternarize_model
 from ttq_lib.training import TrainConfig, param_groups
 from ttq_lib.training.config import uses_cudagraphs
 from ttq_lib.training.loop import train_step
-from ttq_lib.training.provenance import machine
+from ttq_lib.training.provenance import command_line, git_commit, machine
 
 VARIANTS = {  # name: (channels_last, bf16, torch.compile mode or None)
     "eager": (False, False, None),
@@ -132,6 +132,8 @@ def main():
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True  # as ttq train does on CUDA
 
+    # the command and commit first, so a saved copy of this output (results/benchmarks/) says what made it
+    print(f"command: python benchmarks/{command_line()}\ngit commit: {git_commit()}")
     print(f"batch {args.batch}, {args.rounds} interleaved rounds of {args.steps} steps; torch {torch.__version__}; "
           f"{machine()}")
     for dev_name in devices:
