@@ -332,6 +332,21 @@ def test_a_training_batch_with_no_decodable_image_stops_the_run_with_its_step(sy
         assert (out / "config.json").exists() and not (out / "metrics.json").exists()
 
 
+@pytest.mark.parametrize("decode", ["cpu", "device"])
+def test_an_empty_share_of_a_batch_gives_no_batch(syn, decode):
+    """A process's share of the last evaluation batch can be empty: it is skipped before any decoding (nvJPEG's
+    batched call, on the device path, refuses an empty list)."""
+    import dataclasses
+
+    cfg = TrainConfig(model="resnet18", dataset="imagenet", data=str(syn), image_size=32, eval_resize=36,
+                      batch_size=8, workers=0, device="cpu")
+    task = ImageNetTask(cfg, DistInfo(0, 1, 0, torch.device("cpu")), {"mean": [0.5] * 3, "std": [0.2] * 3},
+                        train=False)
+    task.cfg = dataclasses.replace(cfg, decode=decode)  # the device path's code, run on the CPU
+    empty = ([], torch.zeros(0, dtype=torch.int64), []) if decode == "device" else collate([None])
+    assert task._to_device(empty, task.val_set) is None
+
+
 def test_a_corrupt_val_image_is_skipped_and_left_out_of_the_count(syn, tmp_path, capsys, monkeypatch):
     bad = syn / "val" / "emu" / "emu_001.JPEG"
     bad.write_bytes(bad.read_bytes()[:40])  # a truncated JPEG

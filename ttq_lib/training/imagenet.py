@@ -57,7 +57,10 @@ class ImageNetTask:
         self.sampler.set_epoch(epoch)
 
     def _to_device(self, batch, dataset: ImageFolderDataset) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Normalised images and labels on the device; None when no image of the batch could be decoded."""
+        """Normalised images and labels on the device; None when the batch is empty (a process's share of the
+        last evaluation batch can be) or no image of it could be decoded."""
+        if len(batch[1]) == 0:  # before decoding: nvJPEG's batched call refuses an empty list
+            return None
         if self.cfg.decode == "device":
             raw, y, keys = batch
             images = decode_batch(raw, self.device)
@@ -71,8 +74,6 @@ class ImageNetTask:
             y = y[kept]
         else:
             x, y = batch
-            if len(y) == 0:
-                return None
         x = x.to(self.device, non_blocking=True)
         return normalize(x, self.norm["mean"], self.norm["std"]), y.to(self.device, non_blocking=True)
 
