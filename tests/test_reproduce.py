@@ -312,3 +312,38 @@ def test_a_run_too_slow_for_the_budget_here_is_named_and_one_slow_elsewhere_is_s
     # the same epoch measured on another machine says nothing about this one: it is started
     _write_history(folder, [{"epoch": 1, "wall_time_s": 10000.0, "device": "cuda:Some other GPU"}])
     assert [r.name for r in runner._runnable(deadline)] == ["resnet20-adapt-s0"]
+
+
+def test_a_run_never_run_is_budgeted_on_its_plans_other_runs_of_the_same_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    lines = []
+    runner = Runner(load_plan(_plan(tmp_path)), tmp_path / "r", budget_s=1000, only=["resnet20-twn-lr0.02-s0"],
+                    log=lines.append)
+    here = runner.device_label
+    folder = {name: runner.folder(runner.plan.run(f"resnet20-{name}-s0")) for name in ("adapt", "ttq", "twn-lr0.05")}
+    twn = runner.plan.run("resnet20-twn-lr0.02-s0")
+    assert runner._estimate(twn) is None  # nothing measured yet: start-up alone is budgeted
+    # the adaptation ran alone on both cores (300 and 310 s an epoch), TTQ beside another run on one (500 s)
+    _write_history(folder["adapt"], [{"epoch": 1, "wall_time_s": 300.0, "device": here, "threads": 2},
+                                     {"epoch": 2, "wall_time_s": 610.0, "device": here, "threads": 2}])
+    (folder["adapt"] / "metrics.json").write_text("{}")
+    _write_history(folder["ttq"], [{"epoch": 1, "wall_time_s": 500.0, "device": here, "threads": 1}])
+    assert runner._estimate(twn) == 300.0  # alone it gets 2 threads: the epochs run on 2 come first
+    runner.jobs, runner.procs = 2, {"resnet20-ttq-s0": None}  # beside a run going: 1 thread, as TTQ had
+    assert runner._estimate(twn) == 500.0
+    runner.jobs, runner.procs = 1, {}
+    # a run of its own method on the same threads is the better guess; another machine's epochs are no guess
+    _write_history(folder["twn-lr0.05"], [{"epoch": 1, "wall_time_s": 200.0, "device": here, "threads": 2},
+                                          {"epoch": 2, "wall_time_s": 300.0, "device": "cuda:Some GPU", "threads": 2}])
+    assert runner._estimate(twn) == 200.0
+    # scaled from one thread to two as if twice as fast, never slower: 500 s on 1 thread counts as 250 s
+    for name in ("adapt", "twn-lr0.05"):
+        _write_history(folder[name], [{"epoch": e, "wall_time_s": 600.0 * e, "device": here, "threads": 1}
+                                      for e in (1, 2)])
+    assert runner._estimate(twn) == 300.0  # its own method, 600 s on one thread
+    (folder["twn-lr0.05"] / "history.jsonl").unlink()
+    assert runner._estimate(twn) == 250.0  # the fastest of the other methods: TTQ's
+    # the estimate decides the start: start-up (20 s) and 250 s fit in 300 s, not in 200 s
+    assert runner._runnable(time.time() + 200) == []
+    assert len(lines) == 1 and "about 270 s on" in lines[0] and "from the plan's other resnet20 runs" in lines[0]
+    assert [r.name for r in runner._runnable(time.time() + 300)] == ["resnet20-twn-lr0.02-s0"]

@@ -55,18 +55,24 @@ def run_dir(results: Path, plan: Plan, run: PlannedRun) -> Path:
     return results / plan.name / run.name
 
 
-def progress(folder: Path, epochs: int, device: str | None = None) -> Progress:
-    """The run's status from its files; ``epoch_s`` from the epochs run on ``device`` (a history row's
-    "device" label) when given, else from all: a run moved between a CPU and a GPU mid-way must not be
-    budgeted on the other machine's speed."""
-    history = read_history(folder)
+def epoch_spans(history: list[dict], device: str | None = None) -> list[tuple[float, int]]:
+    """(wall seconds, CPU threads) of each epoch in ``history`` run on ``device`` (all when None)."""
     spans, before = [], 0.0
     for row in history:  # wall_time_s is cumulative over the run's sessions
         if "wall_time_s" not in row:
             continue
         if device is None or row.get("device") == device:
-            spans.append(row["wall_time_s"] - before)
+            spans.append((row["wall_time_s"] - before, int(row.get("threads") or 1)))
         before = row["wall_time_s"]
+    return spans
+
+
+def progress(folder: Path, epochs: int, device: str | None = None) -> Progress:
+    """The run's status from its files; ``epoch_s`` from the epochs run on ``device`` (a history row's
+    "device" label) when given, else from all: a run moved between a CPU and a GPU mid-way must not be
+    budgeted on the other machine's speed."""
+    history = read_history(folder)
+    spans = [s for s, _ in epoch_spans(history, device)]
     epoch_s = sum(spans) / len(spans) if spans else None
     if (folder / "metrics.json").is_file() and len(history) >= epochs:
         return Progress("done", len(history), epochs, epoch_s)
@@ -237,16 +243,35 @@ class Runner:
             if p.status not in ("new", "partial"):
                 continue
             # start-up plus one epoch must fit, or the start is wasted
-            need = self.startup_s + (p.epoch_s or 0.0)
+            epoch_s, source = p.epoch_s, ""
+            if epoch_s is None and deadline is not None:
+                epoch_s, source = self._estimate(run), f", from the plan's other {run.model} runs here"
+            need = self.startup_s + (epoch_s or 0.0)
             if deadline is not None and time.time() + need > deadline:
                 if run.name not in self._unfit:
                     self._unfit.add(run.name)
                     self.log(f"{run.name}: not started: start-up and one epoch (about {need:.0f} s on "
-                             f"{self.device_label}) would not fit in the {max(0.0, deadline - time.time()):.0f} s "
-                             "left of the budget")
+                             f"{self.device_label}{source}) would not fit in the "
+                             f"{max(0.0, deadline - time.time()):.0f} s left of the budget")
                 continue
             out.append(run)
         return out
+
+    def _estimate(self, run: PlannedRun) -> float | None:
+        """An optimistic epoch time for a run with none measured here, from the plan's other runs of the same
+        model on this device: the fastest epoch among those run on the threads a start can get now (the most:
+        the cores of the idle slots too) and of the run's own method, preferring the thread count over the
+        method; from another thread count, scaled as if time went down with 1/threads and never up.  A start is
+        refused only when even that cannot fit (without it a run with no history needed start-up alone)."""
+        threads = max(1, (os.cpu_count() or 1) // max(1, min(self.jobs, len(self.procs) + 1)))
+        seen = [((used == threads, other.settings.get("method") == run.settings.get("method")),
+                 span * min(1.0, used / threads))
+                for other in self.plan.runs if other.model == run.model and other.name != run.name
+                for span, used in epoch_spans(read_history(self.folder(other)), self.device_label)]
+        if not seen:
+            return None
+        best = max(kind for kind, _ in seen)
+        return min(span for kind, span in seen if kind == best)
 
     def run(self) -> int:
         """Run until every selected run is done, one failed for good, or the budget ends. Returns the number of
