@@ -31,7 +31,7 @@ class ImageNetTask:
         if cfg.decode == "device" and self.device.type != "cuda":
             raise ValueError("--decode device decodes JPEGs on the GPU (nvJPEG) and needs a CUDA device; this run "
                              f"uses {self.device}: drop --decode device (the --workers processes decode on the CPU)")
-        per_process_batch(cfg.batch_size, info.world)
+        self.share = per_process_batch(cfg.batch_size, info.world)  # images each process trains on a step
         self.source, self.classes = str(self.folder.root), self.folder.classes
         self.evaluated_images: int | None = None  # set by evaluate()
         self.train_set = ImageFolderDataset(self.folder.train, True, cfg.image_size, cfg.eval_resize, cfg.seed,
@@ -83,11 +83,10 @@ class ImageNetTask:
             if batch is None:
                 # An empty share cannot take the step, and with several processes the others would wait in the
                 # gradient exchange for it: stop, with the epoch's committed state kept for --resume.
-                images = self.sampler.global_batch // self.sampler.world  # training shares are all full
-                raise ValueError(f"none of the {images} images of step {step + 1} of epoch {self.sampler.epoch + 1} "
-                                 f"(this process's share of the global batch) could be decoded: the warnings above "
-                                 f"name them; delete or replace them, then continue the run with --resume (it "
-                                 f"restarts from its last committed epoch)")
+                raise ValueError(f"none of the {self.share} images of step {step + 1} of epoch "
+                                 f"{self.sampler.epoch + 1} (this process's share of the global batch) could be "
+                                 f"decoded: the warnings above name them; delete or replace them, then continue the "
+                                 f"run with --resume (it restarts from its last committed epoch)")
             yield batch
 
     def evaluate(self, model: nn.Module, channels_last: bool = False) -> tuple[float, float]:
