@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 
 from ttq_lib.formats import save_checkpoint
 from ttq_lib.models import resnet20
-from ttq_lib.training.history import without_execution
+from ttq_lib.training.history import read_history, without_execution
 
 EPOCHS = 3
 TRAIN_ARGS = ["--method", "ttq", "--data", "synthetic:160", "--epochs", str(EPOCHS), "--batch-size", "40",
@@ -58,7 +58,7 @@ def _continue(run: Path, cwd: Path, start: Path):
 
 
 def _weights_and_history(run: Path) -> tuple[dict, list[dict]]:
-    history = [without_execution(json.loads(line)) for line in (run / "history.jsonl").read_text().splitlines()]
+    history = [without_execution(row) for row in read_history(run)]
     return load_file(str(run / "last.safetensors")), history
 
 
@@ -76,21 +76,20 @@ def _assert_same_run(run: Path, reference: Path, same_config: bool = True) -> No
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """A starting checkpoint, the uninterrupted reference run and its wall time."""
+    """A starting checkpoint and the uninterrupted reference run."""
     root = tmp_path_factory.mktemp("kills")
     (root / "elsewhere").mkdir()
     start = root / "fp-start.safetensors"
     torch.manual_seed(0)
     save_checkpoint(start, resnet20())
-    t0 = time.time()
     done = _ttq([*TRAIN_ARGS, "--start-from", str(start), "--out", "reference"], root)
     assert done.returncode == 0, done.stderr
-    return root, start, root / "reference", time.time() - t0
+    return root, start, root / "reference"
 
 
 @pytest.mark.parametrize("point", ["after-checkpoint:1", "after-history:2", "after-state:1", "after-state:3"])
 def test_killed_at_a_commit_point_resumes_exactly(workspace, point):
-    root, start, reference, _ = workspace
+    root, start, reference = workspace
     run = root / f"run-{point.replace(':', '-')}"
     killed = _ttq([*TRAIN_ARGS, "--start-from", str(start), "--out", str(run)], root,
                   env_extra={"TTQ_KILL_AT": point})
@@ -102,7 +101,7 @@ def test_killed_at_a_commit_point_resumes_exactly(workspace, point):
 
 
 def test_resume_needs_neither_the_start_file_nor_the_start_directory(workspace, tmp_path):
-    root, start, reference, _ = workspace
+    root, start, reference = workspace
     moved_start = tmp_path / "start.safetensors"
     shutil.copy(start, moved_start)
     (tmp_path / "first").mkdir()
@@ -119,8 +118,7 @@ def _committed_epochs(run: Path) -> int:
     """How far ``run`` had got when it was killed: rows in its history, -1 before its folder had a config."""
     if not (run / "config.json").exists():
         return -1
-    history = run / "history.jsonl"
-    return len(history.read_text().splitlines()) if history.exists() else 0
+    return len(read_history(run))
 
 
 def _kill_until_done(run: Path, start: Path, cwd: Path, moments: list[float]) -> list[int]:
@@ -158,7 +156,7 @@ def _timed_run(run: Path, start: Path, cwd: Path) -> tuple[float, float]:
 
 
 def test_killed_at_random_moments_resumes_exactly(workspace):
-    root, start, reference, _ = workspace
+    root, start, reference = workspace
     rng = random.Random(SEED)
     with ThreadPoolExecutor(max_workers=RUNS) as pool:
         # The pace under this test's own load: RUNS uninterrupted runs side by side, as the killed runs will be

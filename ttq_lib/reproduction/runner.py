@@ -257,13 +257,17 @@ class Runner:
             out.append(run)
         return out
 
+    def _cpu_share(self, wanting: int) -> int:
+        """CPU threads each run gets when ``wanting`` runs want to go: the cores split among at most ``jobs``."""
+        return max(1, (os.cpu_count() or 1) // max(1, min(self.jobs, wanting)))
+
     def _estimate(self, run: PlannedRun) -> float | None:
         """An optimistic epoch time for a run with none measured here, from the plan's other runs of the same
         model on this device: the fastest epoch among those run on the threads a start can get now (the most:
         the cores of the idle slots too) and of the run's own method, preferring the thread count over the
         method; from another thread count, scaled as if time went down with 1/threads and never up.  A start is
         refused only when even that cannot fit (without it a run with no history needed start-up alone)."""
-        threads = max(1, (os.cpu_count() or 1) // max(1, min(self.jobs, len(self.procs) + 1)))
+        threads = self._cpu_share(len(self.procs) + 1)
         seen = [((used == threads, other.settings.get("method") == run.settings.get("method")),
                  span * min(1.0, used / threads))
                 for other in self.plan.runs if other.model == run.model and other.name != run.name
@@ -311,7 +315,7 @@ class Runner:
                 # The runnable runs not started now (a finished run's slot frees only when its process has
                 # exited) count too, so a run going is not given cores a start will want a poll later.
                 going = [n for n in self.procs if not (self.folder(self.plan.run(n)) / "metrics.json").is_file()]
-                threads = max(1, (os.cpu_count() or 1) // max(1, min(self.jobs, len(going) + len(runnable))))
+                threads = self._cpu_share(len(going) + len(runnable))
                 for run in runnable[: self.jobs - len(self.procs)]:
                     self._start(run, threads)
                 self._rebalance(going, threads)
