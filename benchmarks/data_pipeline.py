@@ -10,7 +10,8 @@ RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor and Normalize, num_wor
     python benchmarks/data_pipeline.py --data /work/shared/data/cifar10-jpeg.tar.gz
     python benchmarks/data_pipeline.py --device cuda --workers 0,2,8
 
-Data: --data, else $TTQ_DATA_TGZ, else a synthetic set (same shapes, so same speeds).
+Data: --data, else what the input resolver finds ($TTQ_DATA, ../shared, the user cache, else a download);
+``--data synthetic:8000`` times the same shapes without CIFAR-10 (same speeds).
 """
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def timed(step, n_warmup: int, n_steps: int, device) -> float:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=os.environ.get("TTQ_DATA_TGZ"), help="CIFAR-10 source for load_cifar10")
+    p.add_argument("--data", default=None, help="CIFAR-10 source for load_cifar10 (default: the input resolver)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=20, help="timed training steps per configuration, in all")
     p.add_argument("--rounds", type=int, default=5,
@@ -102,8 +103,9 @@ def main(argv=None) -> None:
     per_block = max(1, args.steps // args.rounds)
 
     t0 = time.perf_counter()
-    data = load_cifar10(args.data or "synthetic:8000")
-    print(f"data: {data.source} ({len(data.train_y)} train images), loaded in {time.perf_counter() - t0:.1f} s")
+    data = load_cifar10(args.data)
+    print(f"data: {data.name}, {data.source} ({data.origin}; {len(data.train_y)} train images), loaded in "
+          f"{time.perf_counter() - t0:.1f} s")
     print(f"device: {device}{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs, "
           f"{platform.processor() or platform.machine()}")

@@ -5,7 +5,7 @@ For each CIFAR ResNet, the pretrained full-precision checkpoint is ternarized wi
 depend on accuracy). Everything is measured side by side in one run; latency rounds interleave the
 models so that load from other processes hits all of them alike.
 
-    .venv/bin/python benchmarks/packing.py [--archs resnet20 resnet56] [--threads 1] [--pretrained-dir DIR]
+    .venv/bin/python benchmarks/packing.py [--archs resnet20 resnet56] [--threads 1] [--pretrained-dir DIR]  (default: the input resolver)
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from ttq_lib.formats import load_model
 from ttq_lib.convert import ternary_like_layers
 from ttq_lib.formats import load_packed, save_packed
 from ttq_lib.bitpack import SCHEMES, pack_codes, unpack_codes
+from ttq_lib.data.inputs import resolve_pretrained
 from ttq_lib.formats.size import size_report
 
-DEFAULT_DIR = Path(os.environ.get("TTQ_PRETRAINED_DIR", Path(__file__).resolve().parents[2] / "shared" / "pretrained"))
 
 
 def _best_of(fn, repeats: int) -> float:
@@ -146,7 +146,9 @@ def run(arch: str, ckpt: Path, args, tmp: Path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--archs", nargs="+", default=["resnet20", "resnet56"])
-    p.add_argument("--pretrained-dir", type=Path, default=DEFAULT_DIR)
+    p.add_argument("--pretrained-dir", type=Path, default=None,
+                   help="a folder of <arch>-*.th files; default: the published models, from the input resolver "
+                        "($TTQ_PRETRAINED_DIR, ../shared, the user cache, else a checked download)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     p.add_argument("--repeats", type=int, default=5, help="repeats for throughput (best is kept)")
     p.add_argument("--rounds", type=int, default=30, help="latency rounds at batch 1 (batch 128: a tenth)")
@@ -156,11 +158,16 @@ def main(argv=None) -> int:
           f"{os.cpu_count()} CPUs, {args.threads} torch thread(s)")
     with tempfile.TemporaryDirectory() as d:
         for arch in args.archs:
-            found = sorted(args.pretrained_dir.glob(f"{arch}-*.th"))
-            if not found:
+            if args.pretrained_dir is None:
+                found = resolve_pretrained(arch)
+                print(f"{arch}: {found}")
+                run(arch, Path(found.value), args, Path(d))
+                continue
+            files = sorted(args.pretrained_dir.glob(f"{arch}-*.th"))
+            if not files:
                 print(f"no {arch}-*.th in {args.pretrained_dir}; pass --pretrained-dir", file=sys.stderr)
                 return 2
-            run(arch, found[0], args, Path(d))
+            run(arch, files[0], args, Path(d))
     return 0
 
 

@@ -5,7 +5,9 @@
 #   resnet20-fp-s0     full precision trained on from it with the ternary runs' budget (the FP control),
 #   resnet20-ttq-s0    TTQ from the adapted model (12 epochs, the learning rate the search chose),
 #   resnet20-twn-s0    TWN from the adapted model (the same budget),
-# then prints the table of these runs beside the table of the committed ones.  About 2 hours on 2 CPU cores.
+# then prints the table of these runs beside the table of the committed ones, saying whether both used the same
+# data (the inputs come from the resolver: $TTQ_DATA, ../shared, the user cache, else a download; README).
+# About 2 hours on 2 CPU cores.
 # Rerunning continues where it stopped (`ttq reproduce` resumes each run from its last epoch); Ctrl-C or TERM
 # stops the runs at once, and the next call redoes at most the epoch each was in.
 #
@@ -46,9 +48,9 @@ fi
 
 echo
 echo "Your runs ($results/$name):"
-"$ttq" table "$results/$name"
 if [ -d "results/$name" ] && [ "$results" != results ]; then
-  echo
-  echo "The committed runs (results/$name, README's table):"
-  "$ttq" table "results/$name"
+  # then the committed runs (README's table), and whether both ran on the same data
+  "$ttq" table "$results/$name" --beside "results/$name"
+else
+  "$ttq" table "$results/$name"
 fi

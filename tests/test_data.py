@@ -401,7 +401,7 @@ def test_offline_download_explains_what_to_do(tmp_path, monkeypatch, exc):
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     with pytest.raises(DataSourceError) as e:
-        load_cifar10(root=tmp_path / "data")
+        load_cifar10("download", root=tmp_path / "data")
     msg = str(e.value)
     for needed in ("no internet", "--data PATH", "TTQ_DATA", "cifar-10-batches-py", ".tar.gz"):
         assert needed in msg

@@ -114,7 +114,9 @@ def test_main_job_stops_on_term_resumes_and_reports_only_its_own_runs(tmp_path):
         assert (metrics["seed"], metrics["recipe"]) == (0, name.split("-")[1])
         assert _epochs(runs, name) == (1 if "adapt" in name else 4)
     assert f"Your runs ({runs}/cifar10):" in done.stdout
-    ours, table = done.stdout.split("The committed runs (results/cifar10, README's table):")
+    ours, table = done.stdout.split("Beside them, results/cifar10:")
     assert "ResNet-20 (adapt)" in ours and "ResNet-20 (fp)" in ours and "(n=1)" in ours and "(n=3)" not in ours
     assert "(n=3)" in table  # the committed table, read from the repository's results/
+    # and the closing sentence says the two tables are of different data
+    assert "Your runs used synthetic, the committed runs CIFAR-10 (JPEG copy)" in table
     assert {p: p.stat().st_mtime_ns for p in committed} == committed  # the committed runs were not touched

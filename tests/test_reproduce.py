@@ -279,7 +279,7 @@ def _write_history(folder: Path, rows: list[dict]) -> None:
 
 
 def test_epoch_time_estimates_come_from_the_epochs_run_on_the_asked_device(tmp_path):
-    from ttq_lib.reproduction.runner import progress
+    from ttq_lib.reproduction.run_state import progress
     # wall_time_s is cumulative over a run's sessions: 2 CPU epochs of 400 s, then 2 GPU epochs of 15 and 14 s
     _write_history(tmp_path, [{"epoch": 1, "wall_time_s": 400.0, "device": "cpu"},
                               {"epoch": 2, "wall_time_s": 800.0, "device": "cpu"},

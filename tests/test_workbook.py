@@ -39,47 +39,24 @@ def test_set_threads(monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_pretrained_checkpoint_prefers_the_environment(tmp_path, monkeypatch, fake_repo):
-    (tmp_path / "resnet20-abc.th").write_bytes(b"")
-    monkeypatch.setenv("TTQ_PRETRAINED_DIR", str(tmp_path))
-    assert workbook.pretrained_checkpoint(ROOT) == tmp_path / "resnet20-abc.th"
-    with pytest.raises(FileNotFoundError, match="TTQ_PRETRAINED_DIR"):
-        workbook.pretrained_checkpoint(fake_repo, arch="resnet1202")
+def test_pretrained_checkpoint_comes_from_the_resolver_and_says_so(tmp_path, monkeypatch, capsys, resnet20_th):
+    monkeypatch.setenv("TTQ_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TTQ_PRETRAINED_DIR", str(resnet20_th.parent))
+    assert workbook.pretrained_checkpoint(ROOT) == resnet20_th
+    assert capsys.readouterr().out == f"model: resnet20, {resnet20_th} ($TTQ_PRETRAINED_DIR)\n"
 
 
-def test_pretrained_checkpoint_falls_back_to_the_committed_fp_model(monkeypatch, fake_repo):
-    monkeypatch.delenv("TTQ_PRETRAINED_DIR", raising=False)
+def test_resolve_start_checkpoint_as_written_else_a_published_file_by_its_name(tmp_path, monkeypatch, fake_repo,
+                                                                             resnet20_th):
     root = fake_repo
-    fp = root / workbook.FP_FALLBACK
-    fp.parent.mkdir(parents=True)
-    fp.write_bytes(b"")
-    assert workbook.pretrained_checkpoint(root) == fp.resolve()
-
-
-def test_resolve_start_checkpoint_as_written_else_by_name_in_the_pretrained_folders(tmp_path, monkeypatch,
-                                                                                  fake_repo):
-    root = fake_repo
-    monkeypatch.setenv("TTQ_PRETRAINED_DIR", str(tmp_path / "pretrained"))
+    monkeypatch.setenv("TTQ_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TTQ_OFFLINE_COPY", "")
+    monkeypatch.setenv("TTQ_PRETRAINED_DIR", str(resnet20_th.parent))
     (root / "runs").mkdir()
     (root / "runs" / "fp.safetensors").write_bytes(b"")
     assert workbook.resolve_start_checkpoint("runs/fp.safetensors", root) == root.resolve() / "runs/fp.safetensors"
-    # a folder of one past run (the git-ignored gpu_carry/) is not searched for other names
-    (root / "gpu_carry").mkdir()
-    (root / "gpu_carry" / "resnet20-abc.th").write_bytes(b"")
+    # a file that is no published model is not looked for elsewhere
     assert workbook.resolve_start_checkpoint("/elsewhere/resnet20-abc.th", root) is None
-    # a run started on another machine is found by the file's name in $TTQ_PRETRAINED_DIR
-    (tmp_path / "pretrained").mkdir()
-    (tmp_path / "pretrained" / "resnet20-abc.th").write_bytes(b"")
-    assert workbook.resolve_start_checkpoint("/elsewhere/resnet20-abc.th", root) == \
-        tmp_path / "pretrained" / "resnet20-abc.th"
+    # a run started on another machine finds its published starting model wherever the resolver does
+    assert workbook.resolve_start_checkpoint("/elsewhere/resnet20-12fca82f.th", root) == resnet20_th
     assert workbook.resolve_start_checkpoint("", root) is None
-
-
-def test_data_source_order(monkeypatch, fake_repo):
-    monkeypatch.setenv("TTQ_DATA_TGZ", "/x.tgz")
-    monkeypatch.setenv("TTQ_DATA", "synthetic:100")
-    assert workbook.data_source(ROOT) == "synthetic:100"
-    monkeypatch.delenv("TTQ_DATA")
-    assert workbook.data_source(ROOT) == "/x.tgz"
-    monkeypatch.delenv("TTQ_DATA_TGZ")
-    assert workbook.data_source(fake_repo) == "synthetic"  # no ../shared beside it

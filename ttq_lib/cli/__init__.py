@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from . import demo, evaluate, files, plans, train
+from . import demo, evaluate, files, inputs, plans, train
 
 DESCRIPTION = """\
 Trained Ternary Quantization (Zhu, Han, Mao, Dally, ICLR 2017) on CIFAR-10 and ImageNet-style folders.
@@ -15,8 +15,9 @@ Trained Ternary Quantization (Zhu, Han, Mao, Dally, ICLR 2017) on CIFAR-10 and I
 Every quantized layer keeps latent full-precision weights w and learns two scales Wp, Wn:
 weights above t*max|w| become +Wp, below -t*max|w| become -Wn, the rest 0.
 
-  ttq train --start-from ../shared/pretrained/resnet20-12fca82f.th          fine-tune TTQ
-  ttq eval results/.../last.safetensors --data cifar10-jpeg.tar.gz         test accuracy
+  ttq inputs                                                                where data and models come from
+  ttq train --start-from pretrained --epochs 12 --schedule cosine           fine-tune TTQ from the published FP
+  ttq eval results/.../last.safetensors                                     test accuracy
   ttq pack results/.../last.safetensors -o model.ttq.safetensors            2-bit / base-3 file
   ttq size results/.../last.safetensors                                     per-layer size table
   ttq demo                                                                  ternarize a pretrained model
@@ -25,7 +26,8 @@ weights above t*max|w| become +Wp, below -t*max|w| become -Wn, the rest 0.
   ttq train --dataset imagenet --data DIR --model resnet18                  ImageNet-style folders (torchrun)
 """
 
-COMMANDS = (train.add, evaluate.add, files.add_pack, files.add_size, demo.add, plans.add_reproduce, plans.add_table)
+COMMANDS = (train.add, evaluate.add, files.add_pack, files.add_size, demo.add, plans.add_reproduce, plans.add_table,
+            inputs.add)
 
 
 #: Commands whose options take their defaults and choices from modules that import torch (about 2 s).

@@ -50,7 +50,7 @@ def cmd_eval(args) -> int:
               f"{result['top5_accuracy']:.2f}% on {result['images']} val images of {result['data']}")
     else:
         print(f"{args.path}: {meta['arch']} ({meta['method']}) test accuracy {result['accuracy']:.2f}% on "
-              f"{result['images']} images")
+              f"{result['images']} images of {result['data_name']} ({result['data_origin']})")
     return 0
 
 
@@ -66,7 +66,8 @@ def _cifar10(args, model, meta, device) -> dict:
         data = data.subset(None, args.test_subset)
     x, y = data.test_x, data.test_y
     acc = accuracy(model, x, y, meta["mean"], meta["std"], device=device, progress=True)
-    return {"accuracy": acc, "images": len(y), "data": str(data.source)}
+    return {"accuracy": acc, "images": len(y), "data": str(data.source), "data_name": data.name,
+            "data_origin": data.origin}
 
 
 def _imagenet(args, model, meta, device) -> dict:

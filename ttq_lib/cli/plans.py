@@ -82,6 +82,9 @@ def add_table(sub) -> None:
     p.add_argument("results_dir", metavar="RESULTS_DIR", nargs="?",
                    help="a plan's results folder, e.g. results/cifar10")
     p.add_argument("--markdown", action="store_true", help="print a markdown table (for README and notebooks)")
+    p.add_argument("--beside", metavar="DIR", default=None,
+                   help="also print the table of another results folder (e.g. the committed results/cifar10 beside "
+                        "your runs/cifar10) and say whether the two were run on the same data")
     p.add_argument("--update", metavar="FILE",
                    help="instead of printing, rewrite every '<!-- ttq table PATH -->' ... '<!-- /ttq table -->' "
                         "block of the markdown FILE (e.g. README.md) from PATH's results (relative to FILE)")
@@ -100,4 +103,11 @@ def cmd_table(args) -> int:
     if not args.results_dir:
         raise ValueError("give a plan's results folder (e.g. results/cifar10), or --update FILE")
     print(render_plan(args.results_dir, markdown=args.markdown), end="")
+    if args.beside:
+        from ..reproduction.report import data_note
+
+        print(f"\nBeside them, {args.beside}:\n" + render_plan(args.beside, markdown=args.markdown), end="")
+        note = data_note(args.results_dir, args.beside)
+        if note:
+            print("\n" + note)
     return 0

@@ -44,7 +44,8 @@ def add(sub, options: bool = True) -> None:
     p.add_argument("--method", default=d.method, choices=list(METHODS),
                    help="fp: full precision; twn: Ternary Weight Networks baseline; ttq: trained ternary")
     p.add_argument("--start-from", metavar="CHECKPOINT", default=None,
-                   help="checkpoint to fine-tune from (../shared/pretrained/*.th or one of ours); omit to train "
+                   help="checkpoint to fine-tune from: 'pretrained' (the published full-precision --model, found "
+                        "or downloaded, see `ttq inputs`), a .th file, or one of our checkpoints; omit to train "
                         "from scratch")
     p.add_argument("--init", dest="start_from", action=_DeprecatedInit, help="deprecated name of --start-from")
     p.add_argument("--data", default=None, help=DATA_HELP)
@@ -123,7 +124,14 @@ def cmd_train(args) -> int:
             raise ValueError("several processes need one run folder: give --out DIR (the default name holds the "
                              "time, which the processes would each read for themselves)")
         out = args.out or f"runs/{args.model}-{args.method}-{time.strftime('%Y%m%d-%H%M%S')}"
-        cfg = TrainConfig(model=args.model, method=args.method, start_from=args.start_from, data=args.data, t=args.t,
+        start_from, data = args.start_from, args.data
+        if args.dataset == "cifar10":  # config.json records the inputs the resolver found, so a resume reuses them
+            from ..data.inputs import resolve_data, resolve_pretrained
+
+            if start_from == "pretrained":
+                start_from = resolve_pretrained(args.model).value
+            data = resolve_data(data).value
+        cfg = TrainConfig(model=args.model, method=args.method, start_from=start_from, data=data, t=args.t,
                           sparsity=args.sparsity, scale_init=args.scale_init, keep_first=not args.quantize_first,
                           keep_last=not args.quantize_last, **_recipe(args), decay_scales=args.decay_scales,
                           schedule=args.schedule, dataset=args.dataset, image_size=args.image_size,

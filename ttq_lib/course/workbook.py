@@ -1,8 +1,8 @@
 """Where the notebooks find things: the checkout, fast mode, torch threads, the data and the pretrained model.
 
 Every notebook starts with ``ROOT = workbook.find_repo_root()``, ``FAST = workbook.fast_mode()`` and
-``workbook.set_threads()``; the rest of this module locates files on this machine, from the environment
-(``$TTQ_DATA``, ``$TTQ_DATA_TGZ``, ``$TTQ_PRETRAINED_DIR``) or from the ``../shared`` folder beside the checkout.
+``workbook.set_threads()``; data and models come from the one resolver (:mod:`ttq_lib.data.inputs`), and each
+notebook prints which it uses.
 """
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ from pathlib import Path
 
 import torch
 
+from ..data import load_cifar10
+from ..data.inputs import PRETRAINED_FILES, InputUnavailable, resolve_data, resolve_pretrained
+
 ENV_FAST = "TTQ_FAST"
 ENV_THREADS = "TTQ_THREADS"
-ENV_PRETRAINED = "TTQ_PRETRAINED_DIR"
-DATA_ENVS = ("TTQ_DATA", "TTQ_DATA_TGZ")
-SHARED_TARBALL = "data/cifar10-jpeg.tar.gz"
-FP_FALLBACK = "results/cpu-resnet20/fp/last.safetensors"
 
 
 def _is_repo(path: Path) -> bool:
@@ -61,34 +60,18 @@ def set_threads(n: int | None = None) -> int:
     return n
 
 
-def _shared(root: Path) -> Path:
-    return root.parent / "shared"
-
-
-def _pretrained_folders(root: Path) -> list[Path]:
-    """Folders that may hold pretrained ``.th`` files: ``$TTQ_PRETRAINED_DIR`` if set, then ``../shared/pretrained``."""
-    folders = [Path(os.environ[ENV_PRETRAINED])] if os.environ.get(ENV_PRETRAINED) else []
-    return folders + [_shared(root) / "pretrained"]
-
-
 def pretrained_checkpoint(root: str | os.PathLike | None = None, arch: str = "resnet20") -> Path:
-    """The full-precision starting model: ``$TTQ_PRETRAINED_DIR/<arch>-*.th``, else
-    ``../shared/pretrained/<arch>-*.th`` beside the checkout, else (ResNet-20 only) the committed
-    ``results/cpu-resnet20/fp/last.safetensors`` (the pretrained model fine-tuned on the JPEG copy).
-    """
-    root = find_repo_root(root)
-    for folder in _pretrained_folders(root):
-        found = sorted(folder.glob(f"{arch}-*.th")) if folder.is_dir() else []
-        if found:
-            return found[0]
-    if arch == "resnet20" and (root / FP_FALLBACK).is_file():
-        return root / FP_FALLBACK
-    raise FileNotFoundError(f"no pretrained {arch}: set {ENV_PRETRAINED} to a folder holding {arch}-*.th")
+    """The published full-precision ``arch``, found or downloaded by the resolver (:mod:`ttq_lib.data.inputs`:
+    ``$TTQ_PRETRAINED_DIR``, the offline copy, the user cache, ``$TTQ_PRETRAINED_URL``); prints which file and
+    where it came from.  No other model ever stands in for it."""
+    found = resolve_pretrained(arch)
+    print(f"model: {arch}, {found}")
+    return Path(found.value)
 
 
 def resolve_start_checkpoint(start_from: str | None, root: str | os.PathLike | None = None) -> Path | None:
     """Find a run's starting checkpoint (``--start-from``) on this machine: as written (relative to the
-    checkout or absolute), else a pretrained file of the same name (:func:`pretrained_checkpoint`'s folders)."""
+    checkout or absolute), else, for a published pretrained file, wherever the resolver finds it."""
     if not start_from:
         return None
     root = find_repo_root(root)
@@ -96,17 +79,25 @@ def resolve_start_checkpoint(start_from: str | None, root: str | os.PathLike | N
         if p.is_file():
             return p
     name = Path(start_from).name
-    for folder in _pretrained_folders(root):
-        if (folder / name).is_file():
-            return folder / name
-    return None
+    model = next((m for m, file in PRETRAINED_FILES.items() if file == name), None)
+    return Path(resolve_pretrained(model).value) if model else None
 
 
 def data_source(root: str | os.PathLike | None = None) -> str:
-    """What to pass to :func:`ttq_lib.data.load_cifar10`: ``$TTQ_DATA`` or ``$TTQ_DATA_TGZ`` if set, else the
-    shared JPEG tarball ``../shared/data/cifar10-jpeg.tar.gz`` if it exists, else ``"synthetic"``."""
-    for var in DATA_ENVS:
-        if os.environ.get(var):
-            return os.environ[var]
-    tarball = _shared(find_repo_root(root)) / SHARED_TARBALL
-    return str(tarball) if tarball.is_file() else "synthetic"
+    """What to pass to :func:`ttq_lib.data.load_cifar10`: the resolver's answer (``$TTQ_DATA``, the offline copy,
+    the user cache, else a download).  In fast mode (tests) nothing is downloaded: with no local copy the
+    notebook runs on synthetic images and says so; in full mode a missing source stops it with the
+    resolver's error, never with synthetic numbers."""
+    try:
+        return resolve_data(None, download=not fast_mode()).value
+    except InputUnavailable:
+        print("fast mode, and no CIFAR-10 on this machine: using SYNTHETIC images, so no accuracy below means "
+              "anything (set TTQ_DATA, or run in full mode to download CIFAR-10)")
+        return "synthetic"
+
+
+def load_data(root: str | os.PathLike | None = None):
+    """CIFAR-10 from :func:`data_source`, loaded (decoded once, then cached); prints which data and from where."""
+    data = load_cifar10(data_source(root), progress=False)
+    print(f"data: {data.name}, {data.source} ({data.origin})")
+    return data

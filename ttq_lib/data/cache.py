@@ -22,6 +22,7 @@ import torch
 
 from ..formats.atomic import atomic_path
 from .cifar10 import CLASSES, SPLITS, CifarTensors
+from .inputs import cache_dir as user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def default_cache_dirs() -> list[Path]:
     repo = Path(__file__).resolve().parents[2]
     if (repo / "pyproject.toml").is_file():  # an editable install / source checkout
         dirs.append(repo / "data" / "cache")
-    dirs.append(Path.home() / ".cache" / "ttq-workbook")
+    dirs.append(user_cache_dir())
     return dirs
 
 

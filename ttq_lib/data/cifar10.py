@@ -5,6 +5,7 @@ from is :mod:`ttq_lib.data.sources`, how they become training batches is :mod:`t
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ SPLITS = ("train", "test")
 #: The seed of :meth:`CifarTensors.holdout`: fixed, and independent of any run's seed, so that every run of a
 #: learning-rate search holds out (and is evaluated on) the same training images.
 HOLDOUT_SEED = 2017
+#: The test split of the JPEG copy of CIFAR-10 this project's committed runs used (data/README.md).
+JPEG_COPY_TEST_SHA256 = "56408e16fefefc2d653e651fc019204c8b6c429b1f1e97679865d69cf85adbcf"
 
 
 @dataclass
@@ -25,7 +28,10 @@ class CifarTensors:
     """CIFAR-10 as tensors: images uint8 ``[N, 3, 32, 32]``, labels int64 ``[N]`` (indices into CLASSES).
 
     ``source`` says where the data came from; ``cache_path`` is the cache file it was read from or
-    written to (None when nothing was cached, e.g. for the synthetic set).
+    written to (None when nothing was cached, e.g. for the synthetic set).  ``name`` says which data set it
+    is (:func:`identify`: "CIFAR-10 (JPEG copy)", "CIFAR-10", "synthetic", ...), ``test_sha256`` hashes
+    the full test split it was loaded with, and ``origin`` is where the source was found
+    (:func:`ttq_lib.data.inputs.input_origin`); subsets and holdouts keep all three.
     """
 
     train_x: torch.Tensor
@@ -34,6 +40,9 @@ class CifarTensors:
     test_y: torch.Tensor
     source: str
     cache_path: str | None = None
+    name: str = ""
+    test_sha256: str = ""
+    origin: str = ""
 
     def __post_init__(self) -> None:
         for split in SPLITS:
@@ -65,7 +74,7 @@ class CifarTensors:
             self.train_x[train].clone(), self.train_y[train].clone(),
             self.test_x[test].clone(), self.test_y[test].clone(),
             source=f"{self.source} (subset {len(train)}/{len(test)}, seed {seed})",
-            cache_path=self.cache_path,
+            cache_path=self.cache_path, name=self.name, test_sha256=self.test_sha256, origin=self.origin,
         )
 
     def holdout(self, n: int, seed: int = HOLDOUT_SEED) -> "CifarTensors":
@@ -87,7 +96,7 @@ class CifarTensors:
             self.train_x[rest].clone(), self.train_y[rest].clone(),
             self.train_x[held].clone(), self.train_y[held].clone(),
             source=f"{self.source} (holdout {n} of {total} training images, seed {seed}; test split unused)",
-            cache_path=self.cache_path,
+            cache_path=self.cache_path, name=self.name, test_sha256=self.test_sha256, origin=self.origin,
         )
 
 
@@ -162,5 +171,37 @@ def synthetic_cifar10(n_train: int = 2000, n_test: int | None = None, seed: int 
 
     tx, ty = make(n_train, 1)
     vx, vy = make(n_test, 2)
-    return CifarTensors(tx, ty, vx, vy, source=f"synthetic:{n_train}")
+    data = CifarTensors(tx, ty, vx, vy, source=f"synthetic:{n_train}")
+    return identify(data)
+
+
+#: Test splits of known copies, by the SHA-256 of their images and labels (:func:`test_split_sha256`).
+KNOWN_TEST_SPLITS = {
+    JPEG_COPY_TEST_SHA256: "CIFAR-10 (JPEG copy)",
+}
+
+
+def test_split_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
+    """SHA-256 of a test split as stored: uint8 images [N, 3, 32, 32] in order, then int64 labels."""
+    h = hashlib.sha256(x.contiguous().numpy().tobytes())
+    h.update(y.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def identify(data: CifarTensors) -> CifarTensors:
+    """Fill in ``name`` and ``test_sha256`` of freshly loaded data (whole splits, before any subset).
+
+    A known test split is named by its hash; the pickled batches are the form the original CIFAR-10 is
+    published in, so they are "CIFAR-10"; any other copy is named by its hash, so that runs on different data
+    are never averaged together."""
+    data.test_sha256 = test_split_sha256(data.test_x, data.test_y)
+    if data.source.startswith("synthetic"):
+        data.name = "synthetic"
+    elif data.test_sha256 in KNOWN_TEST_SPLITS:
+        data.name = KNOWN_TEST_SPLITS[data.test_sha256]
+    elif data.source.startswith(("batches:", "download:")):
+        data.name = "CIFAR-10"
+    else:
+        data.name = f"CIFAR-10 (copy {data.test_sha256[:8]})"
+    return data
 

@@ -2,8 +2,9 @@
 
 Sources understood by :func:`load_cifar10` (see its docstring for the details):
 
-* ``None`` / ``"download"``: torchvision's download of the original set into ``root`` (``data/``);
-  ``$TTQ_DATA``, when set, takes the place of ``None``.
+* ``None``: the resolver's answer (:mod:`ttq_lib.data.inputs`: ``$TTQ_DATA``, the offline copy, the user
+  cache, else a download);
+* ``"download"``: torchvision's download of the original set into ``root`` (default: the user cache);
 * a ``cifar-10-batches-py`` directory (the pickled batches), or a directory that contains one;
 * an image-folder tree ``train/<class>/*.png|jpg`` + ``test/<class>/...``, optionally under one
   top-level folder;
@@ -29,14 +30,14 @@ import numpy as np
 import torch
 
 from .cache import BATCH_FILES, cache_dirs, cache_key, read_cache, write_cache
-from .cifar10 import CLASSES, SPLITS, CifarTensors, synthetic_cifar10
+from .cifar10 import CLASSES, SPLITS, CifarTensors, identify, synthetic_cifar10
+from .inputs import BATCHES_DIR, cifar10_url, data_missing_message, input_origin, resolve_data
+from .inputs import cache_dir as user_cache_dir
 
 log = logging.getLogger(__name__)
 
-ENV_DATA = "TTQ_DATA"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
-BATCHES_DIR = "cifar-10-batches-py"
 _CLASS_INDEX = {name: i for i, name in enumerate(CLASSES)}
 
 ACCEPTED_FORMS = (
@@ -44,12 +45,6 @@ ACCEPTED_FORMS = (
     "an image-folder tree train/<class>/*.png|jpg and test/<class>/... (CIFAR-10 class names); "
     "a .tar.gz, .tgz or .tar of such a tree; 'synthetic' or 'synthetic:N'; "
     "or 'download' for torchvision's download"
-)
-HOW_TO_POINT = (
-    "Point at a local copy instead: pass --data PATH on the command line, "
-    f"load_cifar10(source=PATH) in Python, or set the environment variable {ENV_DATA}=PATH, "
-    f"where PATH is {ACCEPTED_FORMS}. Offline, the workbook's own copy is the tarball "
-    "cifar10-jpeg.tar.gz in the shared data folder (see data/README.md)."
 )
 
 
@@ -59,7 +54,7 @@ class DataSourceError(RuntimeError):
 
 def load_cifar10(
     source: str | os.PathLike | None = None,
-    root: str | os.PathLike = "data",
+    root: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     download: bool = True,
     progress: bool = True,
@@ -68,10 +63,11 @@ def load_cifar10(
 
     ``source``:
 
-    * ``None``: ``$TTQ_DATA`` if set, else ``"download"``.
-    * ``"download"``: use ``root/cifar-10-batches-py`` if it is there, else download the original
-      set with torchvision into ``root`` (only if ``download``).  Failing that (no internet),
-      :class:`DataSourceError` explains how to point at a local copy.
+    * ``None``: what :func:`ttq_lib.data.inputs.resolve_data` finds (``$TTQ_DATA``, the offline copy, the
+      user cache, else ``"download"``).
+    * ``"download"``: use ``root/cifar-10-batches-py`` if it is there (``root``: the user cache), else
+      download the original set with torchvision into ``root`` (only if ``download``).  Failing that (no
+      internet), :class:`DataSourceError` names the URL and how to point at a local copy.
     * a path: a ``cifar-10-batches-py`` directory or a directory containing one; an image-folder tree
       ``train/<class>/*`` + ``test/<class>/*`` (PNG or JPEG, 32x32, CIFAR-10 class names, possibly
       under one top-level folder); or a ``.tar.gz`` / ``.tgz`` / ``.tar`` of either, read in place.
@@ -82,7 +78,7 @@ def load_cifar10(
     contents for a tarball (so a copy of the same tarball shares the cache) and of each file's
     path, size and modification time for a directory.  It is looked for and written in, in order:
     ``cache_dir`` if given; beside the source (for a download: in ``root``); ``data/cache`` in
-    the repository this package lives in; ``~/.cache/ttq-workbook``.  A folder without write
+    the repository this package lives in; the user cache (``$TTQ_CACHE`` or ``~/.cache/ttq-workbook``).  A folder without write
     permission bits counts as read-only even for root (the shared data folder is meant to stay
     untouched).  The file is written atomically; a corrupt or mismatching one is ignored and
     rebuilt, and stale caches of the same source in that folder are removed.
@@ -90,12 +86,18 @@ def load_cifar10(
     Raises FileNotFoundError for a path that does not exist, DataSourceError for one that cannot be
     read as CIFAR-10, ValueError for a malformed source string.
     """
-    if source is None:
-        source = os.environ.get(ENV_DATA) or "download"
+    found = resolve_data(source, download=download) if source is None or isinstance(source, str) else None
+    data = _load(found.value if found else source, root, cache_dir, download, progress)
+    data.origin = found.origin if found else input_origin(source)
+    return data
+
+
+def _load(source, root, cache_dir, download: bool, progress: bool) -> CifarTensors:
     if isinstance(source, str):
         text = source.strip()
         if text == "download":
-            return _load_download(Path(root), cache_dir, download, progress)
+            root = Path(root) if root is not None else user_cache_dir()
+            return identify(_load_download(root, cache_dir, download, progress))
         if text == "synthetic" or text.startswith("synthetic:"):
             return synthetic_cifar10(_parse_synthetic(text))
         source = text
@@ -104,7 +106,7 @@ def load_cifar10(
         raise FileNotFoundError(
             f"CIFAR-10 source {str(path)!r} does not exist. Accepted: {ACCEPTED_FORMS}."
         )
-    return _load_path(path, cache_dir, progress)
+    return identify(_load_path(path, cache_dir, progress))
 
 
 def _parse_synthetic(text: str) -> int:
@@ -120,9 +122,7 @@ def _load_download(root: Path, cache_dir, download: bool, progress: bool) -> Cif
     batches = root / BATCHES_DIR
     if not (batches / BATCH_FILES[0]).exists():
         if not download:
-            raise DataSourceError(
-                f"CIFAR-10 is not in {str(root)!r} (no {BATCHES_DIR} there) and download=False. " + HOW_TO_POINT
-            )
+            raise DataSourceError(data_missing_message(f"CIFAR-10 is not in {str(root)!r} and download=False"))
         _torchvision_download(root)
     return _load_path(batches, cache_dir, progress, label=f"download:{batches}")
 
@@ -130,15 +130,17 @@ def _load_download(root: Path, cache_dir, download: bool, progress: bool) -> Cif
 def _torchvision_download(root: Path) -> None:
     import torchvision.datasets
 
+    dataset = torchvision.datasets.CIFAR10
+    if isinstance(dataset, type) and cifar10_url() != dataset.url:  # a mirror: the same archive, still MD5-checked
+        dataset = type("MirroredCIFAR10", (dataset,), {"url": cifar10_url()})
     try:
         root.mkdir(parents=True, exist_ok=True)
         # Only the training split is asked for: both splits come in the same archive.
-        torchvision.datasets.CIFAR10(root=str(root), train=True, download=True)
+        dataset(root=str(root), train=True, download=True)
     except Exception as exc:  # URLError, socket errors, torchvision's integrity RuntimeError, ...
-        raise DataSourceError(
-            f"Could not download CIFAR-10 into {str(root)!r}: {type(exc).__name__}: {exc}. "
-            "This machine probably has no internet access. " + HOW_TO_POINT
-        ) from exc
+        raise DataSourceError(data_missing_message(
+            f"Could not download CIFAR-10 into {str(root)!r} ({type(exc).__name__}: {exc}; this machine "
+            "probably has no internet access)")) from exc
 
 
 def _load_path(path: Path, cache_dir, progress: bool, label: str | None = None) -> CifarTensors:

@@ -3,8 +3,9 @@
 A plan file (``reproduce/cifar10.toml`` is the project's) holds::
 
     name = "cifar10"                      # runs go to results/<name>/<run>
-    data = "../shared/data/cifar10-jpeg.tar.gz"
-    pretrained = "../shared/pretrained/{model}-*.th"   # where start_from = "pretrained" looks
+    # data = "cifar10-jpeg.tar.gz"        # optional: the input resolver finds CIFAR-10 when it is left out
+    # pretrained = "models/{model}-*.th"  # optional: where start_from = "pretrained" looks; left out, the
+                                          # published pretrained ResNets, found or downloaded by the resolver
 
     [recipes.adapt]                       # any TrainConfig field, plus start_from
     method = "fp"
@@ -34,6 +35,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.inputs import resolve_pretrained
 from ..training.config import TrainConfig
 
 try:
@@ -82,10 +84,10 @@ class Plan:
         raise KeyError(name)
 
     def pretrained_file(self, model: str) -> str:
-        """The pretrained checkpoint of ``model`` (the plan's ``pretrained`` pattern, ``{model}`` filled in)."""
+        """The pretrained checkpoint of ``model``: the plan's ``pretrained`` pattern with ``{model}`` filled in,
+        or, without one, the published file found or downloaded by :func:`ttq_lib.data.inputs.resolve_pretrained`."""
         if not self.pretrained:
-            raise PlanError(f"{self.path}: a recipe starts from 'pretrained' but the plan has no "
-                            "pretrained = \"...{model}...\" pattern")
+            return resolve_pretrained(model).value
         pattern = self.pretrained.format(model=model)
         found = sorted(glob.glob(pattern))
         if not found:

@@ -16,7 +16,8 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["METHODS", "NAMES", "SEARCHED", "read_runs", "check_one_split", "depth", "eval_split", "planned_recipe"]
+__all__ = ["METHODS", "NAMES", "SEARCHED", "read_runs", "check_one_data", "check_one_split", "data_name", "depth",
+           "eval_split", "planned_recipe"]
 
 METHODS = ("fp", "ttq", "twn")
 NAMES = {"fp": "FP", "ttq": "TTQ", "twn": "TWN"}
@@ -58,7 +59,7 @@ def _run_folders(plan: Path) -> list[Path]:
 def read_runs(plan_dir: str | os.PathLike) -> tuple[list[dict], list[dict]]:
     """(finished, unfinished) runs of a plan's results folder, one dict per run folder.
 
-    A finished run: ``run`` (folder name), ``model``, ``method``, ``recipe``, ``seed`` (None if nowhere
+    A finished run: ``run`` (folder name), ``data`` (:func:`data_name`), ``model``, ``method``, ``recipe``, ``seed`` (None if nowhere
     recorded), ``epochs``, ``split`` (the evaluated split: "test" or "holdout"), ``error`` (% on that split),
     ``eval_images`` (how many images it was measured on, when recorded) and ``settings`` (the run's
     :data:`SEARCHED` values from its config.json).  An unfinished run: ``run``, ``model``, ``method``,
@@ -83,7 +84,7 @@ def read_runs(plan_dir: str | os.PathLike) -> tuple[list[dict], list[dict]]:
             unfinished.append({**run, "recipe": config.get("recipe") or source["method"],
                                "epochs": config.get("epochs")})
             continue
-        run.update(recipe=metrics.get("recipe") or config.get("recipe") or metrics["method"],
+        run.update(data=data_name(metrics), recipe=metrics.get("recipe") or config.get("recipe") or metrics["method"],
                    seed=metrics.get("seed", config.get("seed")),
                    epochs=metrics.get("epochs", config.get("epochs")), split=split,
                    error=100.0 - float(metrics[f"{split}_accuracy"]),
@@ -93,6 +94,32 @@ def read_runs(plan_dir: str | os.PathLike) -> tuple[list[dict], list[dict]]:
     _split_by_epochs(finished)
     _check_seeds(finished)
     return finished, unfinished
+
+
+def data_name(metrics: dict) -> str:
+    """Which data set a finished run was trained and evaluated on: ``data_name`` in its metrics.json, or, for
+    runs written before it was recorded, read from the source they recorded ("tar:.../cifar10-jpeg.tar.gz")."""
+    if metrics.get("data_name"):
+        return metrics["data_name"]
+    source = str(metrics.get("data") or "")
+    if "cifar10-jpeg" in source:
+        return "CIFAR-10 (JPEG copy)"
+    if source.startswith("synthetic"):
+        return "synthetic"
+    if source.startswith(("download:", "batches:")):
+        return "CIFAR-10"
+    return f"unknown data ({source or 'not recorded'})"
+
+
+def check_one_data(finished: list[dict], plan_dir) -> str | None:
+    """The one data set every finished run used (None if none finished); runs on different data are refused:
+    the JPEG copy costs a model points the original does not, so their errors cannot be averaged or compared."""
+    names = sorted({r["data"] for r in finished})
+    if len(names) > 1:
+        which = "; ".join(f"{n}: {', '.join(r['run'] for r in finished if r['data'] == n)}" for n in names)
+        raise ValueError(f"{plan_dir} mixes runs on different data ({which}): their errors are not comparable. "
+                         "Keep runs on other data in another results folder (ttq reproduce --results DIR)")
+    return names[0] if names else None
 
 
 def _split_by_epochs(runs: list[dict]) -> None:

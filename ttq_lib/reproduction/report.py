@@ -21,11 +21,11 @@ import re
 from pathlib import Path
 
 from ..formats.atomic import write_text_atomic
-from .plan_results import eval_split, read_runs
+from .plan_results import check_one_data, eval_split, read_runs
 from .search import render_search
 from .table import render_table
 
-__all__ = ["render_plan", "update_blocks", "stale_blocks"]
+__all__ = ["render_plan", "update_blocks", "stale_blocks", "data_note"]
 
 BLOCK = re.compile(r"(<!-- ttq table (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- /ttq table -->)", re.S)
 
@@ -34,6 +34,19 @@ def render_plan(plan_dir: str | os.PathLike, markdown: bool = False) -> str:
     """The search report for a plan of held-out runs, else the reproduction table."""
     render = render_search if eval_split(read_runs(plan_dir)[0]) == "holdout" else render_table
     return render(plan_dir, markdown=markdown)
+
+
+def data_note(mine: str | os.PathLike, committed: str | os.PathLike) -> str | None:
+    """A sentence on whether two plans' finished runs used the same data set (None if either has none)."""
+    ours = check_one_data(read_runs(mine)[0], mine)
+    theirs = check_one_data(read_runs(committed)[0], committed)
+    if ours is None or theirs is None:
+        return None
+    if ours == theirs:
+        return f"Both tables are of runs on {ours}: their numbers compare directly."
+    return (f"Your runs used {ours}, the committed runs {theirs}: the errors of the two tables are not comparable "
+            "(the JPEG copy alone costs the pretrained ResNet-20 about 11 points before adaptation); compare "
+            "TTQ with the FP control within each table.")
 
 
 def _render_blocks(text: str, base: Path) -> tuple[str, list[str]]:

@@ -26,57 +26,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from ..data import load_cifar10
+from ..data.inputs import resolve_data
 from ..formats import write_text_atomic
 from ..training.config import CONFIG_FILE, TrainConfig, load_config, save_config
 from ..training.history import read_history
 from ..training.threads import ENV_THREADS_FILE
 from .plan import Plan, PlannedRun
 from .plan_lock import PlanLock, other_runner
+from .run_state import Progress, epoch_spans, progress, run_dir
 
 # Execution settings: they may differ between the calls that run one plan (a CPU session, then a GPU call).
 # The recipe does not depend on them; the last bits of the floats may (thread count, memory format and compiled
 # kernels change the order of summation), as they do between any two machines.
 _EXECUTION = {"out", "threads", "device", "log_every", "compile", "compile_mode", "channels_last"}
-
-
-@dataclass
-class Progress:
-    """What one run's folder says about it."""
-    status: str               # done, partial, new, waiting, running, failed
-    epochs_done: int
-    epochs: int
-    epoch_s: float | None     # mean wall time of its committed epochs (on one device, when asked)
-
-
-def run_dir(results: Path, plan: Plan, run: PlannedRun) -> Path:
-    return results / plan.name / run.name
-
-
-def epoch_spans(history: list[dict], device: str | None = None) -> list[tuple[float, int]]:
-    """(wall seconds, CPU threads) of each epoch in ``history`` run on ``device`` (all when None)."""
-    spans, before = [], 0.0
-    for row in history:  # wall_time_s is cumulative over the run's sessions
-        if "wall_time_s" not in row:
-            continue
-        if device is None or row.get("device") == device:
-            spans.append((row["wall_time_s"] - before, int(row.get("threads") or 1)))
-        before = row["wall_time_s"]
-    return spans
-
-
-def progress(folder: Path, epochs: int, device: str | None = None) -> Progress:
-    """The run's status from its files; ``epoch_s`` from the epochs run on ``device`` (a history row's
-    "device" label) when given, else from all: a run moved between a CPU and a GPU mid-way must not be
-    budgeted on the other machine's speed."""
-    history = read_history(folder)
-    spans = [s for s, _ in epoch_spans(history, device)]
-    epoch_s = sum(spans) / len(spans) if spans else None
-    if (folder / "metrics.json").is_file() and len(history) >= epochs:
-        return Progress("done", len(history), epochs, epoch_s)
-    return Progress("partial" if (folder / CONFIG_FILE).is_file() else "new", len(history), epochs, epoch_s)
 
 
 def _comparable(cfg: TrainConfig) -> dict:
@@ -112,6 +77,7 @@ class Runner:
         self._label: str | None = None
         self._threads: dict[str, int] = {}  # the CPU threads each run going was last asked to use
         self._hints: Path | None = None  # a temporary folder of their thread files, made at the first start
+        self._data: str | None = None  # the data source, resolved at the first start (see data())
 
     @property
     def device_label(self) -> str:
@@ -150,20 +116,39 @@ class Runner:
             p.status = "waiting"
         return p
 
+    def data(self) -> str:
+        """The plan's data source: its ``data`` (or ``--data``), else the input resolver's answer; a download
+        happens here, once, before any training starts (not in every training at once)."""
+        if self._data is None:
+            found = resolve_data(self.plan.data)
+            if found.value == "download":
+                self.log(f"data: none on this machine; downloading CIFAR-10 ({found.origin})")
+                load_cifar10("download")
+                found = resolve_data(None, download=False)
+            self.log(f"data: {found}")
+            self._data = found.value
+        return self._data
+
     def config(self, run: PlannedRun, check: bool = True) -> TrainConfig:
-        """The run's TrainConfig; with ``check``, also that an existing config.json still matches the plan."""
+        """The run's TrainConfig; with ``check``, also that an existing config.json still matches the plan.
+
+        Inputs the plan leaves to the resolver (no ``data``, no ``pretrained`` pattern) are those the run recorded
+        when it started: a run keeps its data and its starting model wherever it is continued."""
+        existing = self.folder(run) / CONFIG_FILE
+        recorded = load_config(self.folder(run)) if check and existing.is_file() else None
         if run.after:
             start = str(self.folder(self.plan.run(run.after)) / "last.safetensors")
         elif run.start_from == "pretrained":
-            start = self.plan.pretrained_file(run.model) if check else None
+            start = None if not check else recorded.start_from if recorded is not None and not self.plan.pretrained \
+                else self.plan.pretrained_file(run.model)
         else:
             start = run.start_from
-        cfg = run.config(self.folder(run), self.plan.data, start)
+        data = None if not check else recorded.data if recorded is not None and not self.plan.data else self.data()
+        cfg = run.config(self.folder(run), data, start)
         cfg.device = self.device
         cfg.validate()
-        existing = self.folder(run) / CONFIG_FILE
-        if check and existing.is_file():
-            saved = _comparable(load_config(self.folder(run)))
+        if recorded is not None:
+            saved = _comparable(recorded)
             wanted = _comparable(cfg)
             changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
             if changed:

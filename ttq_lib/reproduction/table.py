@@ -24,7 +24,7 @@ import itertools
 import os
 
 from .paper import PAPER_CIFAR10_ERROR, paper_error
-from .plan_results import METHODS, NAMES, check_one_split, depth, planned_recipe, read_runs
+from .plan_results import METHODS, NAMES, check_one_data, check_one_split, depth, planned_recipe, read_runs
 from .stats import mean, sample_std, welch_interval
 
 __all__ = ["table_rows", "render_markdown", "render_text", "render_table", "format_grid"]
@@ -83,6 +83,7 @@ def table_rows(plan_dir: str | os.PathLike, confidence: float = 0.95) -> list[di
     """
     finished, unfinished = read_runs(plan_dir)
     check_one_split(finished, "test", plan_dir)
+    data = check_one_data(finished, plan_dir)
     rows = []
     for model in sorted(set(PAPER_CIFAR10_ERROR) | {r["model"] for r in finished + unfinished}, key=depth):
         mine = [r for r in finished if r["model"] == model]
@@ -98,7 +99,7 @@ def table_rows(plan_dir: str | os.PathLike, confidence: float = 0.95) -> list[di
             label = f"ResNet-{depth(model)[0]}" if model.startswith("resnet") else model
             varying = [chosen[m] for m in METHODS if len(recipes[m]) > 1]
             row = {"model": model, "label": label + (f" ({', '.join(varying)})" if varying else ""),
-                   "recipes": chosen}
+                   "recipes": chosen, "data": data}
             for m in METHODS:
                 runs = [r for r in mine if r["method"] == m and r["recipe"] == chosen[m]]
                 mine_going = [u for u in going if u["method"] == m and u["recipe"] == planned_recipe(chosen[m])]
@@ -146,7 +147,8 @@ def _notes(rows: list[dict], pm: str, confidence: float) -> list[str]:
     recipes = "; ".join(f"{NAMES[m]} " + ", ".join(name + ("" if epochs[m, name] is None or name.endswith("epochs)")
                                                           else f" ({epochs[m, name]})") for name in used[m])
                         for m in METHODS if used[m])
-    return [(f"CIFAR-10 test error (%). Ours: mean {pm} sample std over seeds (n = finished runs; each run's "
+    data = next((r["data"] for r in rows if r.get("data")), None)
+    return [(f"CIFAR-10 test error (%){f'; our runs on {data}' if data else ''}. Ours: mean {pm} sample std over seeds (n = finished runs; each run's "
              "test-set noise is part of the spread); unfinished runs are counted, not averaged. The paper gives "
              "one number per model (no seeds, no TWN on CIFAR-10)."),
             (f"Differences: TTQ error minus FP (or TWN) error in percentage points, negative = TTQ better; "

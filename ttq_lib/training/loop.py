@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from ..convert import layer_stats
 from ..data import Batches, load_cifar10
 from ..data.cifar10 import HOLDOUT_SEED
+from ..data.inputs import input_origin
 from ..formats import (load_model, load_training_state, save_checkpoint, save_training_state, write_json_atomic,
                        write_text_atomic)
 from ..layers import clamp_scales_
@@ -276,7 +277,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
     steps = len(train_batches)
     history = read_history(out)[:start_epoch] if info.main else []
     source = train_batches.source if imagenet else str(data.source)
-    meta = {**norm, "data": source, **({"classes": train_batches.classes} if imagenet else {})}  # names: ttq eval
+    meta = {**norm, "data": source, **({"classes": train_batches.classes} if imagenet else {"data_name": data.name})}
 
     net = distributed.wrap(model, info, cfg.sync_bn)  # DDP (and SyncBatchNorm) when asked; else model
     saved = distributed.plain_batchnorm_view(model) if cfg.sync_bn else model  # what the checkpoint holds
@@ -363,12 +364,14 @@ def _write_metrics(cfg, history, last_path, metrics_path, data, source, device, 
     else:
         evaluated = {"holdout_accuracy": final.get("holdout_acc"), "best_holdout_accuracy": best("holdout_acc"),
                      "holdout_images": len(data.test_y), "holdout_seed": HOLDOUT_SEED} if cfg.holdout else {}
-        images = {"train_images": len(data.train_y), "test_images": 0 if cfg.holdout else len(data.test_y)}
+        images = {"train_images": len(data.train_y), "test_images": 0 if cfg.holdout else len(data.test_y),
+                  "data_name": data.name, "data_origin": data.origin, "data_test_sha256": data.test_sha256}
     metrics = {
         "model": cfg.model, "method": cfg.method, "recipe": cfg.recipe or cfg.method, "seed": cfg.seed,
         "epochs": cfg.epochs, "eval_split": split,
         "test_accuracy": final.get("test_acc"), "best_test_accuracy": best("test_acc"), **evaluated,
-        "checkpoint": ckpt, "command": command_line(), "start_from": cfg.start_from, "data": source,
+        "checkpoint": ckpt, "command": command_line(), "start_from": cfg.start_from,
+        **({"start_from_origin": input_origin(cfg.start_from)} if cfg.start_from else {}), "data": source,
         **images, "wall_time_s": final.get("wall_time_s"), "device": str(device), "channels_last": channels_last,
         "precision": cfg.precision, **origin,
     }
