@@ -303,6 +303,8 @@ def test_a_run_too_slow_for_the_budget_here_is_named_and_one_slow_elsewhere_is_s
     folder = runner.folder(run)
     folder.mkdir(parents=True)
     save_config(runner.config(run), folder)
+    assert lines == ["data: synthetic:96 (synthetic (asked for by name))"]  # said once, when first resolved
+    lines.clear()
     deadline = time.time() + 100
     # one epoch of 10,000 s on this machine: not started, and the log says why
     _write_history(folder, [{"epoch": 1, "wall_time_s": 10000.0, "device": runner.device_label}])
