@@ -18,17 +18,11 @@ def add(sub) -> None:
 
 def cmd_inputs(args) -> int:
     from ..data.inputs import PRETRAINED_FILES, InputUnavailable, cache_dir, resolve_data, resolve_pretrained
+    from ..data.sources import fetch_cifar10
 
     print(f"user cache: {cache_dir()}")
     missing = 0
-    found = resolve_data(None)
-    if found.value == "download" and args.download:
-        from ..data import load_cifar10
-
-        data = load_cifar10("download")
-        print(f"data: {data.name}, {data.source} ({data.origin})")
-    else:
-        print(f"data: {found}")
+    print(f"data: {fetch_cifar10() if args.download else resolve_data(None)}")
     for model in PRETRAINED_FILES:
         try:
             print(f"{model}: {resolve_pretrained(model, download=args.download)}")

@@ -83,7 +83,7 @@ def resolve_start_checkpoint(start_from: str | None, root: str | os.PathLike | N
     return Path(resolve_pretrained(model).value) if model else None
 
 
-def data_source(root: str | os.PathLike | None = None) -> str:
+def data_source() -> str:
     """What to pass to :func:`ttq_lib.data.load_cifar10`: the resolver's answer (``$TTQ_DATA``, the offline copy,
     the user cache, else a download).  In fast mode (tests) nothing is downloaded: with no local copy the
     notebook runs on synthetic images and says so; in full mode a missing source stops it with the
@@ -96,8 +96,8 @@ def data_source(root: str | os.PathLike | None = None) -> str:
         return "synthetic"
 
 
-def load_data(root: str | os.PathLike | None = None):
+def load_data():
     """CIFAR-10 from :func:`data_source`, loaded (decoded once, then cached); prints which data and from where."""
-    data = load_cifar10(data_source(root), progress=False)
+    data = load_cifar10(data_source(), progress=False)
     print(f"data: {data.name}, {data.source} ({data.origin})")
     return data

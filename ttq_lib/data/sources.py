@@ -31,7 +31,7 @@ import torch
 
 from .cache import BATCH_FILES, cache_dirs, cache_key, read_cache, write_cache
 from .cifar10 import CLASSES, SPLITS, CifarTensors, identify, synthetic_cifar10
-from .inputs import BATCHES_DIR, cifar10_url, data_missing_message, input_origin, resolve_data
+from .inputs import BATCHES_DIR, Input, cifar10_url, data_missing_message, input_origin, resolve_data
 from .inputs import cache_dir as user_cache_dir
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,17 @@ def load_cifar10(
     data = _load(found.value if found else source, root, cache_dir, download, progress)
     data.origin = found.origin if found else input_origin(source)
     return data
+
+
+def fetch_cifar10(source: str | None = None) -> Input:
+    """The resolver's answer for ``source``, made local: when it is a download, CIFAR-10 is downloaded (and
+    decoded into the cache) now, and the copy in the user cache is returned.  For callers that start several
+    trainings from one answer (the plan runner) or fill the cache ahead (``ttq inputs --download``)."""
+    found = resolve_data(source)
+    if found.value != "download":
+        return found
+    load_cifar10("download")
+    return resolve_data(None, download=False)
 
 
 def _load(source, root, cache_dir, download: bool, progress: bool) -> CifarTensors:

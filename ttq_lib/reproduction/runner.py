@@ -28,8 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..data import load_cifar10
-from ..data.inputs import resolve_data
+from ..data.sources import fetch_cifar10
 from ..formats import write_text_atomic
 from ..training.config import CONFIG_FILE, TrainConfig, load_config, save_config
 from ..training.history import read_history
@@ -120,11 +119,7 @@ class Runner:
         """The plan's data source: its ``data`` (or ``--data``), else the input resolver's answer; a download
         happens here, once, before any training starts (not in every training at once)."""
         if self._data is None:
-            found = resolve_data(self.plan.data)
-            if found.value == "download":
-                self.log(f"data: none on this machine; downloading CIFAR-10 ({found.origin})")
-                load_cifar10("download")
-                found = resolve_data(None, download=False)
+            found = fetch_cifar10(self.plan.data)
             self.log(f"data: {found}")
             self._data = found.value
         return self._data
@@ -136,14 +131,16 @@ class Runner:
         when it started: a run keeps its data and its starting model wherever it is continued."""
         existing = self.folder(run) / CONFIG_FILE
         recorded = load_config(self.folder(run)) if check and existing.is_file() else None
+        start, data = run.start_from, None
         if run.after:
             start = str(self.folder(self.plan.run(run.after)) / "last.safetensors")
+        if check:  # inputs: the plan's own, else those the run recorded, else the resolver's
+            if run.start_from == "pretrained":
+                start = recorded.start_from if recorded is not None and not self.plan.pretrained \
+                    else self.plan.pretrained_file(run.model)
+            data = recorded.data if recorded is not None and not self.plan.data else self.data()
         elif run.start_from == "pretrained":
-            start = None if not check else recorded.start_from if recorded is not None and not self.plan.pretrained \
-                else self.plan.pretrained_file(run.model)
-        else:
-            start = run.start_from
-        data = None if not check else recorded.data if recorded is not None and not self.plan.data else self.data()
+            start = None
         cfg = run.config(self.folder(run), data, start)
         cfg.device = self.device
         cfg.validate()
