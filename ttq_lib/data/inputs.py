@@ -149,7 +149,7 @@ def cifar10_url() -> str:
 def data_missing_message(reason: str = "") -> str:
     """What to do when no CIFAR-10 can be found or downloaded."""
     return ((f"{reason}. " if reason else "No CIFAR-10 found. ") +
-            f"Looked in ${ENV_DATA} (unset), {_where_to_look()}; the original comes from {cifar10_url()} "
+            f"Looked in ${ENV_DATA} ({os.environ.get(ENV_DATA) or 'unset'}), {_where_to_look()}; the original comes from {cifar10_url()} "
             f"(torchvision downloads it into {cache_dir() / BATCHES_DIR}). Without internet, point at a copy: "
             f"--data PATH or {ENV_DATA}=PATH, where PATH is a cifar-10-batches-py folder, an image-folder tree "
             "train/<class>/*.png|jpg + test/<class>/... or its .tar.gz; or pass 'synthetic' to use made-up "
