@@ -7,6 +7,9 @@
 #   resnet20-twn-s0    TWN from the adapted model (the same budget),
 # then prints the table of these runs beside the table of the committed ones, saying whether both used the same
 # data (the inputs come from the resolver: $TTQ_DATA, ../shared, the user cache, else a download; README).
+# Before it trains, `ttq reproduce` prints the runs and an estimate of their time on this machine; while they run,
+# a line per run (epoch, step, last accuracy, time left) and an overall one, redrawn in place on a terminal and
+# printed every 30 s otherwise (--progress-every); each run that ends prints its accuracy.
 # About 2 hours on 2 CPU cores.
 # Rerunning continues where it stopped (`ttq reproduce` resumes each run from its last epoch); Ctrl-C or TERM
 # stops the runs at once, and the next call redoes at most the epoch each was in.
@@ -54,3 +57,8 @@ if [ -d "results/$name" ] && [ "$results" != results ]; then
 else
   "$ttq" table "$results/$name"
 fi
+echo
+echo "What to look at: the 'ResNet-20 (fp)' row's 'TTQ - FP ours', TTQ against the full-precision control that" \
+     "trained as long from the same adapted model (percentage points of test error, negative = TTQ better), beside" \
+     "the paper's 'TTQ - FP paper'. One seed gives no interval: the committed table's three seeds do (ONLY='resnet20-*'" \
+     "runs all three here)."

@@ -14,7 +14,11 @@ def add_reproduce(sub) -> None:
                        description="Run every unfinished run of a plan file (reproduce/cifar10.toml is the project's): "
                                    "results/<plan>/<run>/ per run, N trainings at once, stopping by itself before "
                                    "--budget-min ends with every run checkpointed. Call it again, on this or "
-                                   "another machine, to continue where it stopped. Ends with one line per run.")
+                                   "another machine, to continue where it stopped. It first prints the runs and an "
+                                   "estimate of their time here; then a live line per run going (epoch, step, last "
+                                   "accuracy, time left): redrawn in place on a terminal, plain lines elsewhere. "
+                                   "Each run that ends prints its accuracy (and the committed run's, when it is the "
+                                   "same run); the end is one line per run.")
     p.add_argument("plan", help="the plan file (TOML): recipes, models, seeds")
     p.add_argument("--jobs", type=int, default=1, help="trainings at once (CPU threads are split between them; "
                                                        "on a GPU they share the card)")
@@ -26,6 +30,12 @@ def add_reproduce(sub) -> None:
     p.add_argument("--data", default=None, help="override the plan's data source (" + DATA_HELP + ")")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--status", action="store_true", help="print each run's state and stop")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the runs that would run and how long they should take here (epoch times from "
+                        "runs on this machine, else a few training steps timed now), then stop")
+    p.add_argument("--progress-every", type=float, metavar="SECONDS", default=30.0,
+                   help="when the output is not a terminal (a log file, CI, a notebook): print the progress lines "
+                        "this often (on a terminal they are redrawn in place)")
     p.add_argument("--export", metavar="DIR", default=None,
                    help="instead of running, pack results/<plan>/ into DIR as a few checked files (parts of at most "
                         "15 MiB and a manifest): how a GPU call's results travel home (scripts/device_reproduce.sh)")
@@ -51,10 +61,14 @@ def cmd_reproduce(args) -> int:
         else:
             print("\n".join(import_plan(args.import_dir, args.results, plan.name)))
         return 0
+    from ..reproduction.live import make_display
+
+    display = None if args.status or args.dry_run else make_display(sys.stdout, args.jobs, args.progress_every)
     runner = Runner(plan, args.results, jobs=args.jobs, only=args.only, device=args.device,
-                    budget_s=None if args.budget_min is None else 60 * args.budget_min)
-    if args.status:
-        print("\n".join(runner.report()))
+                    budget_s=None if args.budget_min is None else 60 * args.budget_min, display=display,
+                    log=print if display is None else display.event)
+    if args.status or args.dry_run:
+        print("\n".join(runner.report() if args.status else runner.dry_run()))
         return 0
     try:
         failed = runner.run()

@@ -107,12 +107,20 @@ def add(sub, options: bool = True) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="start again in an --out folder that already holds a run, deleting its run files "
                         "(without it such a folder is refused)")
+    supervised = p.add_argument_group("when a supervisor runs the training (`ttq reproduce` sets these)")
+    supervised.add_argument("--threads-file", metavar="FILE", default=None,
+                            help="a file holding a CPU thread count, read before every epoch: the supervisor "
+                                 "rewrites it when the runs sharing the machine come and go")
+    supervised.add_argument("--progress-file", metavar="FILE", default=None,
+                            help="rewrite FILE about once a second with the run's epoch, step and phase (JSON), "
+                                 "for a live display elsewhere")
 
 
 def cmd_train(args) -> int:
     from ..training import TrainConfig, train
     from ..training.config import load_config, matches_saved_run
     from ..training.distributed import teardown
+    from ..training.hooks import RunHooks
 
     restarted = False  # by torchrun, after a process died
     if args.resume:
@@ -147,7 +155,8 @@ def cmd_train(args) -> int:
         if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) > 0 and matches_saved_run(cfg):
             restarted = True
     try:
-        metrics = train(cfg, resume=bool(args.resume) or restarted, overwrite=args.overwrite and not restarted)
+        metrics = train(cfg, resume=bool(args.resume) or restarted, overwrite=args.overwrite and not restarted,
+                        hooks=RunHooks(args.threads_file, args.progress_file))
     finally:
         teardown()  # leave torchrun's process group (a no-op for one process)
     if metrics:  # rank 0 of several processes, or the only one

@@ -12,11 +12,10 @@ run still going is stopped (it loses at most its uncommitted epoch).  CPU thread
 going at once (``OMP_NUM_THREADS`` at the start): a run started while fewer than ``jobs`` runs can go (the
 adaptation run every other run waits for) gets the cores of the idle slots too, and when a run ends with
 nothing to take its place, the runs still going share its cores from their next epoch
-(:mod:`ttq_lib.training.threads`).  On a GPU the jobs share the card.
+(:mod:`ttq_lib.training.hooks`).  On a GPU the jobs share the card.
 """
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import fnmatch
 import os
@@ -28,23 +27,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..data.inputs import InputUnavailable, checkout, resolve_data
 from ..data.sources import fetch_cifar10
 from ..formats import write_text_atomic
-from ..training.config import CONFIG_FILE, TrainConfig, load_config, save_config
+from ..training.config import CONFIG_FILE, EXECUTION_FIELDS, TrainConfig, load_config, save_config
 from ..training.history import read_history
-from ..training.threads import ENV_THREADS_FILE
+from .children import die_with_runner, interrupt_as_ctrl_c, prctl
+from .estimate import cpu_share
+from .outlook import Outlook
 from .plan import Plan, PlannedRun
 from .plan_lock import PlanLock, other_runner
 from .run_state import Progress, epoch_spans, progress, run_dir
 
-# Execution settings: they may differ between the calls that run one plan (a CPU session, then a GPU call).
-# The recipe does not depend on them; the last bits of the floats may (thread count, memory format and compiled
-# kernels change the order of summation), as they do between any two machines.
-_EXECUTION = {"out", "threads", "device", "log_every", "compile", "compile_mode", "channels_last"}
-
-
 def _comparable(cfg: TrainConfig) -> dict:
-    values = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _EXECUTION}
+    values = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in EXECUTION_FIELDS}
     for key in ("start_from", "data"):
         if values[key] and Path(values[key]).exists():
             values[key] = str(Path(values[key]).resolve())
@@ -52,11 +48,15 @@ def _comparable(cfg: TrainConfig) -> dict:
 
 
 class Runner:
-    """Runs a plan's unfinished runs; see the module docstring.  ``log`` receives one line per event."""
+    """Runs a plan's unfinished runs; see the module docstring.  ``log`` receives one line per event (the plan
+    and its time estimate first); ``display`` (:mod:`ttq_lib.reproduction.live`), if given, is updated at every
+    poll.  A finished run's line names the accuracy of the same run in ``committed`` (default: the checkout's
+    ``results/``) when it has the same recipe, data and seed."""
 
     def __init__(self, plan: Plan, results: str | os.PathLike = "results", jobs: int = 1,
                  budget_s: float | None = None, only: list[str] | None = None, margin_s: float | None = None,
-                 device: str = "auto", log=print, poll_s: float = 0.5, startup_s: float = 20.0):
+                 device: str = "auto", log=print, poll_s: float = 0.5, startup_s: float = 20.0, display=None,
+                 committed: str | os.PathLike | None = None):
         if jobs < 1:
             raise ValueError(f"--jobs {jobs} must be at least 1")
         if budget_s is not None and not budget_s > 0:
@@ -77,6 +77,11 @@ class Runner:
         self._threads: dict[str, int] = {}  # the CPU threads each run going was last asked to use
         self._hints: Path | None = None  # a temporary folder of their thread files, made at the first start
         self._data: str | None = None  # the data source, resolved at the first start (see data())
+        self.display = display
+        self.started: dict[str, float] = {}  # when each run going was started (its start-up is not in its epochs)
+        root = checkout()
+        self.committed = Path(committed) if committed is not None else root / "results" if root else None
+        self.outlook = Outlook(self)
 
     @property
     def device_label(self) -> str:
@@ -123,6 +128,15 @@ class Runner:
             self.log(f"data: {found}")
             self._data = found.value
         return self._data
+
+    def data_source(self) -> str | None:
+        """The data source as far as it is known without a download (for estimates and ``--dry-run``)."""
+        if self._data is None and self.plan.data:
+            return self.plan.data
+        try:
+            return self._data or resolve_data(None, download=False).value
+        except InputUnavailable:
+            return None
 
     def config(self, run: PlannedRun, check: bool = True) -> TrainConfig:
         """The run's TrainConfig; with ``check``, also that an existing config.json still matches the plan.
@@ -178,23 +192,34 @@ class Runner:
         if not (folder / CONFIG_FILE).is_file():
             folder.mkdir(parents=True, exist_ok=True)
             save_config(cfg, folder)
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), ENV_THREADS_FILE: str(self._ask(run.name, threads))}
-        parent, prctl = os.getpid(), _prctl()
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        hint = self._ask(run.name, threads)
+        self.progress_file(run.name).unlink(missing_ok=True)
+        parent, call = os.getpid(), prctl()
         with open(folder / "train.log", "ab") as log:
             self.procs[run.name] = subprocess.Popen(
-                [sys.executable, "-m", "ttq_lib.cli", "train", "--resume", str(folder)],
+                [sys.executable, "-m", "ttq_lib.cli", "train", "--resume", str(folder), "--threads-file", str(hint),
+                 "--progress-file", str(self.progress_file(run.name))],
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                preexec_fn=None if prctl is None else lambda: _die_with(parent, prctl))
+                preexec_fn=None if call is None else lambda: die_with_runner(parent, call))
         self._committed[run.name] = progress(folder, cfg.epochs).epochs_done
+        self.started[run.name] = time.time()
         self.log(f"{run.name}: started ({threads} CPU thread(s), log {folder / 'train.log'})")
+
+    def _channel(self) -> Path:
+        """The temporary folder of the files this runner shares with its trainings (threads, progress)."""
+        if self._hints is None:
+            self._hints = Path(tempfile.mkdtemp(prefix="ttq-runner-"))
+        return self._hints
+
+    def progress_file(self, name: str) -> Path:
+        return self._channel() / f"{name}.progress.json"
 
     def _ask(self, name: str, threads: int) -> Path:
         """Write the thread count ``name`` is to use into its thread file (atomically); the file's path."""
-        if self._hints is None:
-            self._hints = Path(tempfile.mkdtemp(prefix="ttq-threads-"))
         self._threads[name] = threads
-        write_text_atomic(self._hints / name, f"{threads}\n")
-        return self._hints / name
+        write_text_atomic(self._channel() / f"{name}.threads", f"{threads}\n")
+        return self._channel() / f"{name}.threads"
 
     def _rebalance(self, going: list[str], share: int) -> None:
         """Give each run in ``going`` the cores' current ``share`` (the one new starts get): the cores of a run
@@ -241,7 +266,7 @@ class Runner:
 
     def _cpu_share(self, wanting: int) -> int:
         """CPU threads each run gets when ``wanting`` runs want to go: the cores split among at most ``jobs``."""
-        return max(1, (os.cpu_count() or 1) // max(1, min(self.jobs, wanting)))
+        return cpu_share(os.cpu_count() or 1, self.jobs, wanting)
 
     def _estimate(self, run: PlannedRun) -> float | None:
         """An optimistic epoch time for a run with none measured here, from the plan's other runs of the same
@@ -267,9 +292,13 @@ class Runner:
         with PlanLock(self.results / self.plan.name) as lock:
             self._holding = True
             try:
+                for line in self.outlook.plan_lines():
+                    self.log(line)
                 return self._run(lock)
             finally:
                 self._holding = False
+                if self.display is not None:
+                    self.display.close()
                 if self._hints is not None:  # every training has ended: nobody reads the thread files
                     shutil.rmtree(self._hints, ignore_errors=True)
                     self._hints, self._threads = None, {}
@@ -277,7 +306,7 @@ class Runner:
     def _run(self, lock: PlanLock) -> int:
         t0 = time.time()
         deadline = None if self.budget_s is None else t0 + self.budget_s - self.margin_s
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        previous = signal.signal(signal.SIGTERM, interrupt_as_ctrl_c)
         try:
             while True:
                 for name, proc in list(self.procs.items()):
@@ -285,7 +314,7 @@ class Runner:
                         del self.procs[name]
                         run = self.plan.run(name)
                         if self.status(run).status == "done":
-                            self.log(f"{name}: done")
+                            self.log(self.outlook.finish_line(run, self.committed))
                         else:
                             self.failed[name] = str(self.folder(run) / "train.log")
                             self.log(f"{name}: FAILED with exit status {proc.returncode}; see {self.failed[name]}")
@@ -305,6 +334,8 @@ class Runner:
                     lock.running(list(self.procs))
                 if not self.procs:
                     break
+                if self.display is not None:
+                    self.display.update(*self.outlook.live(self.progress_file))
                 time.sleep(self.poll_s)
         except KeyboardInterrupt:
             for name in list(self.procs):
@@ -339,31 +370,11 @@ class Runner:
                 self._stop(name, "the budget is spent")
 
 
-def _prctl():
-    """Linux's prctl, looked up in the runner (not in the forked child, where loading a library is unsafe)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-def _die_with(parent: int, prctl) -> None:
-    """In a training's process, before it starts: get SIGTERM when the runner dies.
-
-    The trainings run in their own sessions (Ctrl-C at the terminal reaches the runner, which stops them at an
-    epoch boundary), so a runner killed outright (SIGKILL, a lost machine) would leave them training on with
-    nobody to stop them, and a later runner would start a second training in the same folder.  With
-    PR_SET_PDEATHSIG the kernel sends each one SIGTERM instead, which stops it like the runner's own stop."""
-    prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the runner died before the line above took effect
-        os._exit(1)
-
-
-def _interrupt(signum, frame):
-    # TERM (a job scheduler, a timeout) stops the runs like Ctrl-C does, instead of orphaning them
-    raise KeyboardInterrupt
+    def dry_run(self) -> list[str]:
+        """What ``run`` would do and how long it should take, without starting or writing anything."""
+        source = self.data_source()
+        found = f"data: {source}" if source else "data: none found here; the first start downloads CIFAR-10"
+        return [found, *self.outlook.plan_lines()]
 
 
 def plan_report(plan: Plan, results: str | os.PathLike = "results") -> list[str]:

@@ -51,6 +51,10 @@ OLD_DEFAULTS = {"channels_last": False}
 RENAMED_KEYS = {"init": "start_from"}
 #: Fields that may hold a file path: config.json stores them relative to the run folder.
 PATH_FIELDS = ("start_from", "data")
+#: How a run executes, not what it computes: these may differ between the sessions that continue one run (a CPU
+#: session, then a GPU call); the last bits of the floats may follow them (thread count, memory format and
+#: compiled kernels change the order of summation), as they do between any two machines.
+EXECUTION_FIELDS = ("out", "threads", "device", "log_every", "compile", "compile_mode", "channels_last")
 CONFIG_FILE = "config.json"
 @dataclass
 class TrainConfig:

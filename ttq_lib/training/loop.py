@@ -43,7 +43,7 @@ from .history import read_history, weight_histograms
 from .provenance import command_line, provenance, repo_root
 from .run_folder import check_run_folder, held_run_files
 from .seeds import seed_epoch
-from .threads import follow_thread_hint
+from .hooks import RunHooks
 
 
 #: The name of the optimizer group of Wp, Wn, which exists when ``scale_lr`` gives them their own learning rate.
@@ -180,13 +180,15 @@ def _load_data(cfg: TrainConfig, data, info, norm, folder):
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=None,
-          overwrite: bool = False) -> dict:
+          overwrite: bool = False, hooks: RunHooks | None = None) -> dict:
     """Run (or resume) one training run in ``cfg.out``; returns the metrics written to metrics.json.
 
     A folder that already holds a run is refused unless ``resume`` (continue it from its last committed
     epoch; a finished run is left as it is) or ``overwrite`` (delete its run files first).  Nothing is
     written or deleted until the model and the data have loaded, so a refused or failed start leaves the
     folder as it was.  ``data`` may pass an already loaded :class:`ttq_lib.data.CifarTensors`.
+
+    ``hooks`` connect the run to a supervisor (:mod:`ttq_lib.training.hooks`: thread hints, progress).
 
     ``cfg.dataset == "imagenet"`` trains on an image folder, in every process torchrun started (see
     :mod:`ttq_lib.training.distributed`): each takes its share of every global batch, only rank 0 writes.
@@ -231,6 +233,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
         info = distributed.DistInfo(0, 1, 0, resolve_device(cfg.device))
     device = info.device
     progress = progress and info.main
+    hooks = hooks if hooks is not None and info.main else RunHooks(hooks.threads_file if hooks else None)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     torch.manual_seed(cfg.seed)
@@ -291,7 +294,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
     for epoch in range(start_epoch, cfg.epochs):
         _fault_point("epoch-start")
         seed_epoch(cfg.seed, epoch, info.rank)
-        threads = follow_thread_hint()  # a runner may have freed or taken cores since the last epoch
+        threads = hooks.epoch_start(epoch, cfg.epochs, steps)  # a runner may have freed or taken cores
         model.train()
         train_batches.set_epoch(epoch)
         sums = [torch.zeros((), dtype=sum_dtype, device=device), torch.zeros((), dtype=torch.int64, device=device)]
@@ -301,6 +304,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
         for step, (x, y) in enumerate(bar):
             lr = set_learning_rates(opt, cfg, epoch, step, steps)
             seen += train_step(net, model, opt, x, y, sums, bf16, channels_last, cudagraphs)
+            hooks.step(step)
             if progress and step % cfg.log_every == 0:
                 mean_loss = _read_loss(sums[0], seen, epoch, step)
                 bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{100 * int(sums[1]) / seen:.1f}", lr=f"{lr:.4g}")
@@ -311,6 +315,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, data=No
         loss_sum, correct = sums
         train_loss = _read_loss(loss_sum, seen, epoch, steps - 1)  # a sync: the steps have run
         t_train = time.time()
+        hooks.evaluating()
         if imagenet:
             distributed.broadcast_buffers(info, model)  # evaluate the model rank 0 saves, in every process
             eval_acc, top5 = train_batches.evaluate(model, channels_last)
