@@ -263,6 +263,6 @@ def test_dry_run_prints_the_plan_and_its_estimate_and_touches_nothing(tmp_path):
     assert lines[0] == "data: synthetic:96"
     assert lines[1].startswith("Plan tiny: 1 run(s) to do in ")
     assert re.search(r"resnet20-ttq-s0  6 epoch\(s\) .* s/epoch \(steps timed here, at \d threads?\); ends after "
-                     r"about \d+ s$", lines[2]), lines[2]
+                     r"about \d+ (s|min)$", lines[2]), lines[2]
     assert lines[3].startswith("Estimated time: about ") and len(lines) == 4
     assert not (tmp_path / "r").exists()

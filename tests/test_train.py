@@ -51,7 +51,7 @@ def test_history_times_the_steps_and_the_evaluation_apart(tmp_path, monkeypatch)
     evaluation after them; with wall_time_s (cumulative) the two fit in each epoch's span."""
     import time
 
-    import ttq_lib.training.loop as tr
+    import ttq_lib.training.tasks as tr  # the CIFAR task evaluates
 
     real_accuracy = tr.accuracy
 
@@ -71,7 +71,7 @@ def test_history_times_the_steps_and_the_evaluation_apart(tmp_path, monkeypatch)
 
 
 def test_interrupted_run_resumes_to_same_weights(tmp_path, monkeypatch):
-    import ttq_lib.training.loop as tr
+    import ttq_lib.training.tasks as tr  # the CIFAR task evaluates
 
     data = synthetic_cifar10(200, 64)
     full = train(small_cfg(tmp_path, "full", epochs=3), progress=False, data=data)
@@ -271,8 +271,8 @@ def test_loss_is_read_back_every_log_every_steps_only(tmp_path, monkeypatch):
     import ttq_lib.training.loop as tr
 
     reads = []
-    real = tr._read_loss
-    monkeypatch.setattr(tr, "_read_loss", lambda s, seen, epoch, step: reads.append(step) or real(s, seen, epoch, step))
+    real = tr.read_loss
+    monkeypatch.setattr(tr, "read_loss", lambda s, seen, epoch, step: reads.append(step) or real(s, seen, epoch, step))
     data = synthetic_cifar10(200, 32)  # 7 steps of 32 (the last one of 8 images)
     train(small_cfg(tmp_path, "log3", epochs=1, train_subset=None, test_subset=None, log_every=3), progress=True,
           data=data)
@@ -391,7 +391,7 @@ def test_holdout_is_disjoint_from_training_stratified_and_the_same_for_every_see
 
 
 def test_holdout_run_evaluates_only_the_held_out_images(tmp_path, monkeypatch):
-    import ttq_lib.training.loop as tr
+    import ttq_lib.training.tasks as tr  # the CIFAR task evaluates
 
     data = _indexed_data(200, 40)
     evaluated, real_accuracy = [], tr.accuracy

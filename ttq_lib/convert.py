@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from .layers import TernaryConv2d, TernaryLinear, TernaryMixin
 from .quantizers import code_shares
+from .thresholds import Rule
 
 
 def _first_conv_and_last_linear(model: nn.Module) -> tuple[str | None, str | None]:
@@ -50,12 +51,13 @@ def _ternary_copy(m: nn.Module, scale_init: str, **kw) -> nn.Module:
 
 
 def ternarize_layer(model: nn.Module, name: str, method: str = "ttq", t: float | None = None,
-                    sparsity: float | None = None, scale_init: str = "one") -> nn.Module:
+                    sparsity: float | None = None, scale_init: str = "one", rule: Rule | None = None) -> nn.Module:
     """Replace the one ``nn.Conv2d`` or ``nn.Linear`` called ``name`` by a ternary copy, in place; returns it.
 
-    The layer gets its own rule (``method``, ``t`` or ``sparsity``, as in :func:`ternarize_model`), so a model
-    whose layers differ (a per-layer ``t``) can be rebuilt layer by layer.
+    The layer gets its own rule (a :class:`~ttq_lib.thresholds.Rule`, or ``method``, ``t`` or ``sparsity`` as in
+    :func:`ternarize_model`), so a model whose layers differ (a per-layer ``t``) can be rebuilt layer by layer.
     """
+    rule = rule or Rule(method, t, sparsity)
     try:
         m = model.get_submodule(name)
     except AttributeError:
@@ -64,7 +66,7 @@ def ternarize_layer(model: nn.Module, name: str, method: str = "ttq", t: float |
     if type(m) not in (nn.Conv2d, nn.Linear):
         raise ValueError(f"layer {name!r} is a {type(m).__name__}; only plain nn.Conv2d and nn.Linear layers "
                          "can be ternarized (build a fresh model to convert it again)")
-    new = _ternary_copy(m, method=method, t=t, sparsity=sparsity, scale_init=scale_init)
+    new = _ternary_copy(m, rule=rule, scale_init=scale_init)
     replace_module(model, name, new)
     return new
 
@@ -78,17 +80,20 @@ def ternarize_model(
     keep_last: bool = True,
     scale_init: str = "one",
     exclude: Iterable[str] = (),
+    rule: Rule | None = None,
 ) -> nn.Module:
     """Replace the model's Conv2d and Linear layers by ternary ones, in place; returns the model.
 
     Following the paper (Sec. 4), the first convolution and the last fully connected layer stay in full
     precision by default (``keep_first``, ``keep_last``); ``exclude`` names further layers to keep.
     ``method`` is "ttq" (trained Wp, Wn; Eqs. 6-8) or "twn" (the baseline); ``t`` (TTQ only; omitted, the
-    paper's 0.05) or ``sparsity`` picks the threshold rule (TWN's own is 0.7 * mean|w|); ``scale_init`` starts Wp, Wn at 1.0 ("one", the official code) or at the mean magnitude of
+    paper's 0.05) or ``sparsity`` picks the threshold rule (TWN's own is 0.7 * mean|w|), or ``rule`` gives it made
+    (:class:`~ttq_lib.thresholds.Rule`); ``scale_init`` starts Wp, Wn at 1.0 ("one", the official code) or at the mean magnitude of
     each region ("mean").  Latent weights start as copies of the full-precision ones.
     """
     if any(isinstance(m, TernaryMixin) for m in model.modules()):
         raise ValueError("this model already has ternary layers; build a fresh model to convert it again")
+    rule = rule or Rule(method, t, sparsity)  # checked once, for every layer
     first_conv, last_linear = _first_conv_and_last_linear(model)
     keep = set(exclude)
     if keep_first and first_conv is not None:
@@ -98,7 +103,7 @@ def ternarize_model(
     targets = [(n, m) for n, m in model.named_modules()
                if type(m) in (nn.Conv2d, nn.Linear) and n not in keep]
     for name, _ in targets:
-        ternarize_layer(model, name, method=method, t=t, sparsity=sparsity, scale_init=scale_init)
+        ternarize_layer(model, name, scale_init=scale_init, rule=rule)
     return model
 
 

@@ -21,11 +21,9 @@ import torch.nn.functional as F
 
 from .quantizers import (TTQFunction, TWNFunction, check_scale, checks_enabled, region_means, ternary_codes,
                          twn_scale)
-from .thresholds import (DEFAULT_T, check_sparsity, check_t, check_weight, check_weight_meta,
+from .thresholds import (TERNARY_METHODS, Rule, check_weight, check_weight_meta,  # noqa: F401 (re-exported)
                          threshold_twn_unchecked, threshold_unchecked)
 
-#: The ternary quantizers a layer can use (full precision is no layer of this module: see training.config.METHODS).
-TERNARY_METHODS = ("ttq", "twn")
 #: Where Wp, Wn start: 1.0 as in the official code, or each region's mean magnitude.
 SCALE_INITS = ("one", "mean")
 
@@ -38,24 +36,11 @@ def _check_scale_init(scale_init: str) -> None:
 class TernaryMixin:
     """What TernaryConv2d and TernaryLinear share: the quantization rule and its state."""
 
-    def _setup_ternary(self, method: str, t: float | None, sparsity: float | None, scale_init: str) -> None:
-        if method not in TERNARY_METHODS:
-            raise ValueError(f"method={method!r} is not one of {TERNARY_METHODS}")
+    def _setup_ternary(self, rule: Rule, scale_init: str) -> None:
         _check_scale_init(scale_init)
         check_weight_meta(self.weight)  # shape and dtype only: the values are checked by init_scales_
-        if sparsity is not None:
-            sparsity = check_sparsity(sparsity)
-            t = None
-        elif method == "ttq":
-            t = check_t(DEFAULT_T if t is None else t)
-        elif t is not None:  # TWN
-            raise ValueError(f"t={t} does not apply to TWN, whose threshold is 0.7 * mean|w| (Li & Liu 2016): "
-                             "drop t, or pass sparsity=r for a fixed share of zeros, or use method='ttq'")
-        else:
-            t = None  # TWN's rule has no t: record none rather than a number that was never used
-        self.method = method
-        self.t = t
-        self.sparsity = sparsity
+        self.method, self.t, self.sparsity = rule.method, rule.t, rule.sparsity
+        method = rule.method
         if method == "ttq":
             self.wp = nn.Parameter(torch.ones((), dtype=torch.float32, device=self.weight.device))
             self.wn = nn.Parameter(torch.ones((), dtype=torch.float32, device=self.weight.device))
@@ -143,9 +128,9 @@ class TernaryConv2d(TernaryMixin, nn.Conv2d):
     """``nn.Conv2d`` whose weight is ternarized in every forward pass."""
 
     def __init__(self, *args, method: str = "ttq", t: float | None = None,
-                 sparsity: float | None = None, scale_init: str = "one", **kwargs):
+                 sparsity: float | None = None, scale_init: str = "one", rule: Rule | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._setup_ternary(method, t, sparsity, scale_init)
+        self._setup_ternary(rule or Rule(method, t, sparsity), scale_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.quantized_weight(), self.bias)
@@ -155,9 +140,9 @@ class TernaryLinear(TernaryMixin, nn.Linear):
     """``nn.Linear`` whose weight is ternarized in every forward pass."""
 
     def __init__(self, *args, method: str = "ttq", t: float | None = None,
-                 sparsity: float | None = None, scale_init: str = "one", **kwargs):
+                 sparsity: float | None = None, scale_init: str = "one", rule: Rule | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._setup_ternary(method, t, sparsity, scale_init)
+        self._setup_ternary(rule or Rule(method, t, sparsity), scale_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.quantized_weight(), self.bias)

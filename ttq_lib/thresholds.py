@@ -15,6 +15,7 @@ and check their weights where they are created, loaded and stepped instead (see 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -44,6 +45,35 @@ def check_weight_meta(w: torch.Tensor, name: str = "weight") -> None:
         raise ValueError(f"{name} is empty (shape {tuple(w.shape)}): there is nothing to ternarize")
     if not w.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {w.dtype}")
+
+
+#: The ternary quantizers: TTQ (trained Wp, Wn; Eqs. 6-8) and the TWN baseline (one shared scale).
+TERNARY_METHODS = ("ttq", "twn")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A ternary layer's threshold rule, checked once, here, where it is made.
+
+    TTQ: ``delta = t * max|w|`` (Sec. 3; ``t`` omitted is the paper's 0.05, and ``t`` then holds the factor in
+    use).  TWN: ``0.7 * mean|w|``, which has no t.  Either may instead keep a fixed share ``sparsity`` of zeros
+    per layer (the r-quantile of |w|), and then has no t."""
+    method: str = "ttq"
+    t: float | None = None
+    sparsity: float | None = None
+
+    def __post_init__(self):
+        if self.method not in TERNARY_METHODS:
+            raise ValueError(f"method={self.method!r} is not one of {TERNARY_METHODS}")
+        if self.sparsity is not None:
+            if self.t is not None:
+                raise ValueError(f"give either t ({self.t}) or sparsity ({self.sparsity}), not both")
+            object.__setattr__(self, "sparsity", check_sparsity(self.sparsity))
+        elif self.method == "ttq":
+            object.__setattr__(self, "t", check_t(DEFAULT_T if self.t is None else self.t))
+        elif self.t is not None:
+            raise ValueError(f"t={self.t} does not apply to TWN, whose threshold is 0.7 * mean|w| (Li & Liu 2016): "
+                             "drop t, or give sparsity=r for a fixed share of zeros, or use method='ttq'")
 
 
 def check_t(t: float) -> float:

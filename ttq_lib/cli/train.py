@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-from .help_texts import DATA_HELP
 
 
 class _DeprecatedInit(argparse.Action):
@@ -32,75 +31,11 @@ def add(sub, options: bool = True) -> None:
     p.set_defaults(func=cmd_train)
     if not options:
         return
-    from ..layers import SCALE_INITS
-    from ..models import DEPTHS
-    from ..models.imagenet import IMAGENET_MODELS
-    from ..training.config import COMPILE_MODES, METHODS, PRECISIONS, SCHEDULES, TrainConfig
-    from ..training.imagenet_recipe import add_imagenet_arguments
+    from ..training.imagenet_recipe import CIFAR_RECIPE
 
-    d = TrainConfig()
-    p.add_argument("--model", default=d.model, choices=[*DEPTHS, *IMAGENET_MODELS],
-                   help="a CIFAR ResNet; alexnet and resnet18 (torchvision's) need --dataset imagenet")
-    p.add_argument("--method", default=d.method, choices=list(METHODS),
-                   help="fp: full precision; twn: Ternary Weight Networks baseline; ttq: trained ternary")
-    p.add_argument("--start-from", metavar="CHECKPOINT", default=None,
-                   help="checkpoint to fine-tune from: 'pretrained' (the published full-precision --model, found "
-                        "or downloaded, see `ttq inputs`), a .th file, or one of our checkpoints; omit to train "
-                        "from scratch")
+    add_config_options(p, p.add_argument_group("ImageNet-style data and several processes (torchrun)"),
+                       CIFAR_RECIPE)
     p.add_argument("--init", dest="start_from", action=_DeprecatedInit, help="deprecated name of --start-from")
-    p.add_argument("--data", default=None, help=DATA_HELP)
-    rule = p.add_mutually_exclusive_group()
-    # "%(default).0s" prints nothing: it only stops the formatter from appending "(default: None)".
-    rule.add_argument("--t", type=float, default=d.t,
-                      help="TTQ's threshold factor: delta = t * max|w|; omitted, the paper's 0.05. TWN has no t "
-                           "(its threshold is 0.7 * mean|w|)%(default).0s")
-    rule.add_argument("--sparsity", type=float, default=None,
-                      help="instead of t: fixed share r of zero weights per layer (paper sweeps 0..0.5)")
-    p.add_argument("--scale-init", default=d.scale_init, choices=list(SCALE_INITS),
-                   help="initial Wp, Wn: 1.0 as in the official code, or each region's mean |w|")
-    p.add_argument("--quantize-first", action="store_true", help="also ternarize the first conv")
-    p.add_argument("--quantize-last", action="store_true", help="also ternarize the last linear layer")
-    # Options a recipe sets default to None here: CIFAR-10's value, or the ImageNet model's recipe (see
-    # IMAGENET_RECIPES); "%(default).0s" keeps the formatter from printing "(default: None)".
-    recipe = " (--dataset imagenet: the model's recipe, see README)%(default).0s"
-    p.add_argument("--epochs", type=int, default=None, help=f"default {d.epochs}{recipe}")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help=f"the global batch, split among torchrun's processes; default {d.batch_size}{recipe}")
-    p.add_argument("--lr", type=float, default=None, help=f"default {d.lr}{recipe}")
-    p.add_argument("--momentum", type=float, default=None, help=f"default {d.momentum}{recipe}")
-    p.add_argument("--weight-decay", type=float, default=None, help=f"default {d.weight_decay}{recipe}")
-    p.add_argument("--decay-scales", action="store_true",
-                   help="apply weight decay to Wp, Wn too (the official script did, by its name filter)")
-    p.add_argument("--schedule", default=d.schedule, choices=list(SCHEDULES))
-    p.add_argument("--milestones", default=None,
-                   help=f"epochs where the step schedule multiplies lr by --lr-decay; default "
-                        f"{','.join(map(str, d.milestones))}{recipe}")
-    p.add_argument("--lr-decay", type=float, default=None, help=f"default {d.lr_decay}{recipe}")
-    add_imagenet_arguments(p.add_argument_group("ImageNet-style data and several processes (torchrun)"), recipe)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--train-subset", type=int, default=None, help="train on only this many images")
-    p.add_argument("--test-subset", type=int, default=None, help="test on only this many images")
-    p.add_argument("--holdout", type=int, metavar="N", default=None,
-                   help="hold out N training images (a stratified pick, the same for every run and seed), train "
-                        "on the rest and evaluate on them, never on the test split: for choosing learning rates%(default).0s")
-    p.add_argument("--scale-lr", type=float, metavar="LR", default=None,
-                   help="learning rate of TTQ's Wp, Wn (their own optimizer group, on the same schedule); "
-                        "omitted, --lr; 0 freezes them%(default).0s")
-    p.add_argument("--precision", default=d.precision, choices=list(PRECISIONS),
-                   help="bf16: run the forward pass under bfloat16 autocast (weights and optimizer stay fp32)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (the first steps compile)")
-    p.add_argument("--compile-mode", default=None, choices=list(COMPILE_MODES),
-                   help="torch.compile's mode, implying --compile: reduce-overhead adds CUDA graphs, which replay "
-                        "a step's kernels with one launch (on a GPU, what a ternary layer adds to a step is mostly "
-                        "launch cost: README, 'On a GPU'); one process only; on a CPU the same as default")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels_last (NHWC) memory format; omitted, on for CPU (measured faster), off for "
-                        "CUDA%(default).0s")
-    p.add_argument("--log-every", type=int, metavar="N", default=d.log_every,
-                   help="read the loss back for the progress bar every N steps (each read waits for the device)")
-    p.add_argument("--out", default=None, help="run directory (default runs/<model>-<method>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue a stopped run from its last committed epoch, from any directory (its other "
                         "options come from RUN_DIR/config.json); a finished run is left as it is")
@@ -116,11 +51,61 @@ def add(sub, options: bool = True) -> None:
                                  "for a live display elsewhere")
 
 
+def add_config_options(p, imagenet, recipe_defaults: dict) -> None:
+    """One option per field of TrainConfig, made from its declaration (help, choices, how the command line
+    spells it: :func:`ttq_lib.training.settings.setting`).  A recipe's options default to None here, so that
+    an ImageNet model's recipe can fill those the command line leaves out."""
+    import dataclasses
+
+    from ..training.config import RECIPE_NOTE, TrainConfig
+    from ..training.settings import flag
+
+    groups = {"rule": p.add_mutually_exclusive_group()}
+    for f in dataclasses.fields(TrainConfig):
+        cli = f.metadata["cli"]
+        if cli is False:
+            continue
+        into = imagenet if cli.get("section") == "imagenet" else groups.get(cli.get("exclusive"), p)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        kw = {"help": f.metadata["help"], "default": cli.get("default", default)}
+        if cli.get("recipe"):
+            shown = recipe_defaults[f.name]
+            shown = ",".join(map(str, shown)) if isinstance(shown, list) else shown
+            kw["help"] = "; ".join(filter(None, [kw["help"], f"default {shown}{RECIPE_NOTE}"]))
+            kw["default"] = None
+        if cli.get("invert") or (isinstance(default, bool) and "action" not in cli):
+            kw["action"] = "store_true"
+            kw["default"] = False
+        elif "action" in cli:
+            kw["action"] = cli["action"]
+        else:
+            kind = cli.get("type", type(default) if default is not None else str)
+            kw["type"] = _int_list if kind == "int list" else kind
+            choices = cli.get("choices", f.metadata.get("choices"))
+            if choices is not None:
+                kw["choices"] = list(choices)
+            if "metavar" in cli:
+                kw["metavar"] = cli["metavar"]
+        if kw["default"] is None and kw.get("action") != "store_true":
+            kw["help"] += "%(default).0s"  # prints nothing: keeps the formatter from adding "(default: None)"
+        into.add_argument(flag(f), dest=f.name, **kw)
+
+
+def _int_list(text: str) -> list[int]:
+    """'82,123,150' -> [82, 123, 150] (--milestones)."""
+    try:
+        return [int(m) for m in text.split(",") if m.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of epochs, e.g. 82,123,150") \
+            from None
+
+
 def cmd_train(args) -> int:
     from ..training import TrainConfig, train
     from ..training.config import load_config, matches_saved_run
+    from ..training.settings import names
     from ..training.distributed import teardown
-    from ..training.hooks import RunHooks
+    from ..training.hooks import ENV_KILL_AT, RunHooks
 
     restarted = False  # by torchrun, after a process died
     if args.resume:
@@ -139,24 +124,18 @@ def cmd_train(args) -> int:
             if start_from == "pretrained":
                 start_from = resolve_pretrained(args.model).value
             data = resolve_data(data).value
-        cfg = TrainConfig(model=args.model, method=args.method, start_from=start_from, data=data, t=args.t,
-                          sparsity=args.sparsity, scale_init=args.scale_init, keep_first=not args.quantize_first,
-                          keep_last=not args.quantize_last, **_recipe(args), decay_scales=args.decay_scales,
-                          schedule=args.schedule, dataset=args.dataset, image_size=args.image_size,
-                          eval_resize=args.eval_resize, workers=args.workers, decode=args.decode,
-                          sync_bn=args.sync_bn, seed=args.seed, threads=args.threads, device=args.device,
-                          train_subset=args.train_subset, test_subset=args.test_subset, holdout=args.holdout,
-                          scale_lr=args.scale_lr, precision=args.precision,
-                          compile=args.compile or args.compile_mode is not None,
-                          compile_mode=args.compile_mode or "default",
-                          channels_last=args.channels_last, log_every=args.log_every, out=out)
+        given = {f: getattr(args, f) for f in names(TrainConfig) if hasattr(args, f)}
+        given.update(start_from=start_from, data=data, out=out, keep_first=not args.keep_first,
+                     keep_last=not args.keep_last, compile=args.compile or args.compile_mode is not None,
+                     compile_mode=args.compile_mode or "default", **_recipe(args))
+        cfg = TrainConfig(**given)
         # torchrun --max-restarts N starts the same command again after a process died: continue the run it
         # began, and only that one (the folder's config.json must be this command's).
         if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) > 0 and matches_saved_run(cfg):
             restarted = True
     try:
         metrics = train(cfg, resume=bool(args.resume) or restarted, overwrite=args.overwrite and not restarted,
-                        hooks=RunHooks(args.threads_file, args.progress_file))
+                        hooks=RunHooks(args.threads_file, args.progress_file, os.environ.get(ENV_KILL_AT)))
     finally:
         teardown()  # leave torchrun's process group (a no-op for one process)
     if metrics:  # rank 0 of several processes, or the only one
@@ -168,6 +147,4 @@ def _recipe(args) -> dict:
     from ..training.imagenet_recipe import RECIPE_FIELDS, recipe_values
 
     given = {k: getattr(args, k) for k in RECIPE_FIELDS if getattr(args, k) is not None}
-    if "milestones" in given:
-        given["milestones"] = [int(m) for m in given["milestones"].split(",") if m.strip()]
     return recipe_values(args.dataset, args.model, given)

@@ -14,7 +14,8 @@ from typing import Sequence
 from ..convert import layer_stats
 from ..reproduction.paper import PAPER_CIFAR10_ERROR  # defined there once; kept in __all__ for notebook 03
 from ..reproduction.table import render_markdown, table_rows
-from ..training.config import TrainConfig, build
+from ..training.config import TrainConfig
+from ..training.start_model import build
 from ..training.history import read_history, weight_histograms
 from .workbook import find_repo_root, resolve_start_checkpoint
 

@@ -50,6 +50,13 @@ class InputUnavailable(RuntimeError):
     """No step of the resolver has the input: not given, not in the environment, not local, not downloadable."""
 
 
+#: What a CIFAR-10 source may be, and where one is found when none is given (``--data``'s help).
+DATA_HELP = ("CIFAR-10 source: a cifar-10-batches-py folder, an image-folder tree or its .tar.gz "
+             "(train/<class>/..., test/<class>/...), 'download' (torchvision, into the user cache), or 'synthetic' "
+             "(made-up images, on purpose only). Default: $TTQ_DATA, else the offline copy ../shared, else the user "
+             "cache ($TTQ_CACHE or ~/.cache/ttq-workbook), else a download (see `ttq inputs`)")
+
+
 @dataclass(frozen=True)
 class Input:
     """A resolved input: ``value`` is what to load (a path, ``download`` or ``synthetic:N``); ``origin`` says

@@ -17,8 +17,11 @@ from typing import Callable
 
 import torch
 
-from ..training.config import TrainConfig, build, default_channels_last
-from ..training.loop import make_optimizer, resolve_device, train_step
+from ..training.config import TrainConfig, default_channels_last
+from ..training.devices import resolve_device
+from ..training.optim import make_optimizer
+from ..training.start_model import build
+from ..training.step import train_step
 
 #: What every estimate assumes, said once beside it.
 ASSUMPTION = ("an epoch's time measured at one thread count is scaled as 1/threads to another, and the machine "

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from ..data.inputs import resolve_pretrained
 from ..training.config import TrainConfig
+from ..training.settings import names
 
 try:
     import tomllib
@@ -45,8 +46,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 PLAN_KEYS = {"name", "data", "pretrained", "recipes", "runs", "description"}
 RUN_KEYS = {"models", "seeds", "recipes"}
-# Set by the runner for every run, so a recipe may not set them.
-RESERVED = {"model", "seed", "out", "data", "start_from", "threads", "device", "recipe"}
+# Set by the runner for every run (declared so in TrainConfig), so a recipe may not set them.
+RESERVED = set(names(TrainConfig, runner_sets=True))
 
 
 class PlanError(ValueError):

@@ -87,7 +87,7 @@ class Runner:
     def device_label(self) -> str:
         """This machine's label for the runs' device, as history rows record it (epoch-time estimates)."""
         if self._label is None:
-            from ..training.loop import device_label, resolve_device
+            from ..training.devices import device_label, resolve_device
             self._label = device_label(resolve_device(self.device))
         return self._label
 

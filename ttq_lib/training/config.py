@@ -9,22 +9,22 @@ NCHW), so such a run resumes bit-identically.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch.nn as nn
-
-from ..convert import ternarize_model
-from ..formats import load_model, write_json_atomic
-from ..layers import SCALE_INITS, TERNARY_METHODS, TernaryMixin
-from ..models import CIFAR10_MEAN, CIFAR10_STD, DEPTHS, IMAGENET_MEAN, IMAGENET_STD, build_model
-from ..models.imagenet import IMAGENET_MODELS, build_imagenet_model, imagenet_arch
-from ..thresholds import DEFAULT_T, check_sparsity, check_t
-from .imagenet_recipe import DATASETS, IMAGENET_FIELDS, _is_int, validate_imagenet
+from ..data.inputs import DATA_HELP
+from ..formats import write_json_atomic
+from ..layers import SCALE_INITS, TERNARY_METHODS
+from ..models import DEPTHS
+from ..models.imagenet import IMAGENET_MODELS
+from ..thresholds import DEFAULT_T, Rule
+from .imagenet_recipe import DATASETS, DECODERS, IMAGENET_FIELDS, OPTIMIZERS, _is_int, validate_imagenet
+from .settings import check_fields, names, setting
 
 #: What a run can train: full precision, or one of the ternary quantizers.
 METHODS = ("fp", *TERNARY_METHODS)
@@ -49,56 +49,154 @@ def uses_cudagraphs(mode: str | None) -> bool:
 OLD_DEFAULTS = {"channels_last": False}
 #: Keys of config.json written before a rename, and their names now.
 RENAMED_KEYS = {"init": "start_from"}
-#: Fields that may hold a file path: config.json stores them relative to the run folder.
-PATH_FIELDS = ("start_from", "data")
-#: How a run executes, not what it computes: these may differ between the sessions that continue one run (a CPU
-#: session, then a GPU call); the last bits of the floats may follow them (thread count, memory format and
-#: compiled kernels change the order of summation), as they do between any two machines.
-EXECUTION_FIELDS = ("out", "threads", "device", "log_every", "compile", "compile_mode", "channels_last")
 CONFIG_FILE = "config.json"
+#: ``ttq train``'s note on the options a recipe fills in when the command line leaves them out.
+RECIPE_NOTE = " (--dataset imagenet: the model's recipe, see README)"
+
+
+def _at_least_one(cfg, value) -> None:
+    if value < 1:
+        raise ValueError("--epochs and --batch-size must be at least 1")
+
+
+def _positive_lr(cfg, value) -> None:
+    if not value > 0:
+        raise ValueError(f"--lr {value} must be positive")
+
+
+def _precision(cfg, value) -> None:
+    if value not in PRECISIONS:
+        raise ValueError(f"--precision {value} is not one of {', '.join(PRECISIONS)} (fp16 would need a gradient "
+                         "scaler; bf16 keeps fp32's range)")
+
+
+def _true_or_false(cfg, value, name: str = "compile") -> None:
+    if not (isinstance(value, bool) or (name == "channels_last" and value is None)):
+        raise ValueError(f"{name}={value!r} must be true or false")
+
+
+def _log_every(cfg, value) -> None:
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"--log-every {value} must be a whole number >= 1: the progress bar reads the loss back "
+                         "every that many steps (20 is a good value)")
+
+
+def _scale_lr(cfg, value) -> None:
+    if value is None:
+        return
+    if cfg.method != "ttq":
+        raise ValueError(f"--scale-lr sets the learning rate of TTQ's scales Wp, Wn; a {cfg.method} model has none: "
+                         "drop --scale-lr or use --method ttq")
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"--scale-lr {value} must be a finite number >= 0 (0 freezes Wp, Wn; omit it to use --lr)")
+
+
+def _holdout(cfg, value) -> None:
+    if value is None:
+        return
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"--holdout {value} must be a whole number >= 1 of training images to hold out (e.g. "
+                         "5000), or omitted to evaluate on the test split")
+    if cfg.test_subset is not None:
+        raise ValueError(f"--test-subset picks test images, but --holdout {value} never evaluates on the test "
+                         "split: drop --test-subset (--holdout sets how many images are evaluated)")
+
+
+def _compile_mode(cfg, value) -> None:
+    if value != "default" and not cfg.compile:
+        raise ValueError(f"compile_mode={value!r} applies to a compiled model: set compile = true as well "
+                         "(`ttq train --compile-mode` does)")
+
+
 @dataclass
 class TrainConfig:
-    """Every choice a run makes; saved as config.json so that ``--resume`` continues the same run."""
-    model: str = "resnet20"
-    method: str = "ttq"
-    start_from: str | None = None    # checkpoint to fine-tune from; None trains from scratch
-    data: str | None = None          # see ttq_lib.data.load_cifar10
-    t: float | None = None           # threshold factor; None: the paper's 0.05 for TTQ, none for TWN
-    sparsity: float | None = None
-    scale_init: str = "one"          # Wp = Wn = 1 as in the official code, or "mean"
-    keep_first: bool = True
-    keep_last: bool = True
-    epochs: int = 164
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 2e-4
-    decay_scales: bool = False       # the official script also decayed Wp, Wn (its name filter matched them)
-    schedule: str = "step"           # "step" (milestones, /10 each) or "cosine"
-    milestones: list = field(default_factory=lambda: [82, 123, 150])
-    seed: int = 0
-    threads: int | None = None
-    device: str = "auto"
-    train_subset: int | None = None  # use only this many training images (tests, quick looks)
-    test_subset: int | None = None
-    holdout: int | None = None       # evaluate on this many held-out training images, never the test split
-    scale_lr: float | None = None    # learning rate of Wp, Wn (their own group); None: the same as lr
-    precision: str = "fp32"          # "bf16": autocast the forward pass to bfloat16
-    compile: bool = False            # torch.compile the model for the training steps
-    compile_mode: str = "default"    # torch.compile's mode (COMPILE_MODES)
-    channels_last: bool | None = None  # None: the device's default (default_channels_last) at each start
-    log_every: int = 20              # read the loss back for the progress bar every this many steps
-    recipe: str | None = None        # the plan's name for these settings (ttq reproduce); kept in metrics.json
-    dataset: str = "cifar10"         # "imagenet": an image folder (train/<class>/, val/<class>/) in ``data``
-    optimizer: str = "sgd"           # "adam": the official AlexNet recipe
-    adam_eps: float = 1e-8
-    lr_decay: float = 0.1            # the step schedule multiplies lr by this at each milestone
-    image_size: int = 224            # ImageNet: the training crop and evaluation crop (224 in the paper)
-    eval_resize: int = 256           # ImageNet: evaluation resizes the shorter side to this, then crops
-    workers: int = 4                 # ImageNet: decoding processes per training process
-    decode: str = "cpu"              # ImageNet: "cpu" (in the workers) or "device" (nvJPEG on the GPU)
-    sync_bn: bool = False            # SyncBatchNorm across processes (CUDA only)
-    out: str = "runs/run"
+    """Every choice a run makes; saved as config.json so that ``--resume`` continues the same run.  Each field is
+    declared once (:func:`~ttq_lib.training.settings.setting`): its help, group and check."""
+    model: str = setting("resnet20", "a CIFAR ResNet; alexnet and resnet18 (torchvision's) need --dataset imagenet",
+                         runner_sets=True, cli={"choices": [*DEPTHS, *IMAGENET_MODELS]})
+    method: str = setting("ttq", "fp: full precision; twn: Ternary Weight Networks baseline; ttq: trained ternary",
+                          choices=METHODS)
+    start_from: str | None = setting(
+        None, "checkpoint to fine-tune from: 'pretrained' (the published full-precision --model, found or "
+        "downloaded, see `ttq inputs`), a .th file, or one of our checkpoints; omit to train from scratch",
+        group="path", runner_sets=True, cli={"metavar": "CHECKPOINT"})
+    data: str | None = setting(None, DATA_HELP, group="path", runner_sets=True)
+    t: float | None = setting(None, "TTQ's threshold factor: delta = t * max|w|; omitted, the paper's 0.05. TWN has "
+                              "no t (its threshold is 0.7 * mean|w|)", cli={"type": float, "exclusive": "rule"})
+    sparsity: float | None = setting(None, "instead of t: fixed share r of zero weights per layer (paper sweeps "
+                                     "0..0.5)", cli={"type": float, "exclusive": "rule"})
+    scale_init: str = setting("one", "initial Wp, Wn: 1.0 as in the official code, or each region's mean |w|",
+                              choices=SCALE_INITS)
+    keep_first: bool = setting(True, "also ternarize the first conv", cli={"flag": "--quantize-first", "invert": True})
+    keep_last: bool = setting(True, "also ternarize the last linear layer",
+                              cli={"flag": "--quantize-last", "invert": True})
+    epochs: int = setting(164, "", check=_at_least_one, cli={"recipe": True})
+    batch_size: int = setting(128, "the global batch, split among torchrun's processes", check=_at_least_one,
+                              cli={"recipe": True})
+    lr: float = setting(0.1, "", check=_positive_lr, cli={"recipe": True})
+    momentum: float = setting(0.9, "", cli={"recipe": True})
+    weight_decay: float = setting(2e-4, "", cli={"recipe": True})
+    decay_scales: bool = setting(False, "apply weight decay to Wp, Wn too (the official script did, by its name "
+                                 "filter)")
+    schedule: str = setting("step", "step (milestones, x --lr-decay each) or cosine", choices=SCHEDULES)
+    milestones: list = setting(help="epochs where the step schedule multiplies lr by --lr-decay",
+                               factory=lambda: [82, 123, 150], cli={"recipe": True, "type": "int list"})
+    seed: int = setting(0, "seeds the initial weights (from scratch), the data order and the augmentation",
+                        runner_sets=True)
+    threads: int | None = setting(None, "torch CPU threads (default: torch's choice)", group="execution",
+                                  runner_sets=True, cli={"type": int})
+    device: str = setting("auto", "auto, cpu, cuda, cuda:1, ...", group="execution", runner_sets=True)
+    train_subset: int | None = setting(None, "train on only this many images", cli={"type": int})
+    test_subset: int | None = setting(None, "test on only this many images", cli={"type": int})
+    holdout: int | None = setting(
+        None, "hold out N training images (a stratified pick, the same for every run and seed), train on the rest "
+        "and evaluate on them, never on the test split: for choosing learning rates", check=_holdout,
+        cli={"type": int, "metavar": "N"})
+    scale_lr: float | None = setting(None, "learning rate of TTQ's Wp, Wn (their own optimizer group, on the same "
+                                     "schedule); omitted, --lr; 0 freezes them", check=_scale_lr,
+                                     cli={"type": float, "metavar": "LR"})
+    precision: str = setting("fp32", "bf16: run the forward pass under bfloat16 autocast (weights and optimizer "
+                             "stay fp32)", check=_precision, cli={"choices": PRECISIONS})
+    compile: bool = setting(False, "torch.compile the model (the first steps compile)", group="execution",
+                            check=_true_or_false)
+    compile_mode: str = setting(
+        "default", "torch.compile's mode, implying --compile: reduce-overhead adds CUDA graphs, which replay a "
+        "step's kernels with one launch (on a GPU, what a ternary layer adds to a step is mostly launch cost: "
+        "README, 'On a GPU'); one process only; on a CPU the same as default", group="execution",
+        choices=COMPILE_MODES, check=_compile_mode, cli={"default": None})
+    channels_last: bool | None = setting(
+        None, "channels_last (NHWC) memory format; omitted, on for CPU (measured faster), off for CUDA",
+        group="execution", check=lambda cfg, v: _true_or_false(cfg, v, "channels_last"),
+        cli={"action": argparse.BooleanOptionalAction})
+    log_every: int = setting(20, "read the loss back for the progress bar every N steps (each read waits for the "
+                             "device)", group="execution", check=_log_every, cli={"metavar": "N"})
+    recipe: str | None = setting(None, "the plan's name for these settings (kept in metrics.json)",
+                                 runner_sets=True, cli=False)
+    dataset: str = setting("cifar10", "imagenet: --data is a folder of train/<class>/*.JPEG and val/<class>/*.JPEG",
+                           choices=DATASETS, cli={"section": "imagenet"})
+    optimizer: str = setting("sgd", "", choices=OPTIMIZERS, cli={"section": "imagenet", "recipe": True})
+    adam_eps: float = setting(1e-8, "Adam's epsilon", cli={"section": "imagenet", "recipe": True})
+    lr_decay: float = setting(0.1, "", cli={"recipe": True})
+    image_size: int = setting(224, "training crop and evaluation crop, in pixels", cli={"section": "imagenet"})
+    eval_resize: int = setting(256, "evaluation resizes the shorter side to this, then takes the centre crop",
+                               cli={"section": "imagenet"})
+    workers: int = setting(4, "decoding processes per training process (0: decode in the training process)",
+                           cli={"section": "imagenet"})
+    decode: str = setting("cpu", "cpu: JPEGs are decoded by the workers; device: on the GPU with nvJPEG (CUDA only)",
+                          choices=DECODERS, cli={"section": "imagenet"})
+    sync_bn: bool = setting(False, "SyncBatchNorm: batch statistics over all processes' images (CUDA only)",
+                            cli={"section": "imagenet"})
+    out: str = setting("runs/run", "run directory (default runs/<model>-<method>-<time>)", group="execution",
+                       runner_sets=True, cli={"default": None})
+
+    def __post_init__(self):
+        if self.method in TERNARY_METHODS:  # the rule checks itself once, here; t then records the factor in use
+            self.t = self.rule.t
+
+    @property
+    def rule(self) -> Rule:
+        """The threshold rule of a ternary run (:class:`~ttq_lib.thresholds.Rule`)."""
+        return Rule(self.method, self.t, self.sparsity)
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "config", strict: bool = True) -> "TrainConfig":
@@ -119,6 +217,7 @@ class TrainConfig:
         return cls(**values)
 
     def validate(self) -> None:
+        """Every field's check (:func:`~ttq_lib.training.settings.check_fields`), the data set's first."""
         if self.dataset not in DATASETS:
             raise ValueError(f"--dataset {self.dataset} is not one of {', '.join(DATASETS)}")
         if self.dataset == "imagenet":
@@ -128,59 +227,15 @@ class TrainConfig:
                     if self.model in IMAGENET_MODELS else "")
             raise ValueError(f"--model {self.model}: invalid choice for CIFAR-10, not one of {', '.join(DEPTHS)}"
                              f"{hint}")
-        if self.method not in METHODS:
-            raise ValueError(f"--method {self.method} is not one of {', '.join(METHODS)}")
-        if self.scale_init not in SCALE_INITS:
-            raise ValueError(f"--scale-init {self.scale_init} is not one of {', '.join(SCALE_INITS)}")
-        if self.sparsity is not None:
-            check_sparsity(self.sparsity)
-            if self.t is not None:
-                raise ValueError("give either --t or --sparsity, not both")
-        elif self.method == "twn" and self.t is not None:
-            raise ValueError(f"--t {self.t} does not apply to TWN, whose threshold is 0.7 * mean|w|: drop it, or "
-                             "use --sparsity r for a fixed share of zeros")
-        elif self.method == "ttq":
-            self.t = check_t(DEFAULT_T if self.t is None else self.t)  # recorded as used
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("--epochs and --batch-size must be at least 1")
-        if not self.lr > 0:
-            raise ValueError(f"--lr {self.lr} must be positive")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"--schedule {self.schedule} is not one of {', '.join(SCHEDULES)}")
-        self._validate_step_options()
+        check_fields(self)
 
-    def _validate_step_options(self) -> None:
-        """The options added for speed and for learning-rate searches (see ``ttq train --help``)."""
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision {self.precision} is not one of {', '.join(PRECISIONS)} (fp16 would need "
-                             "a gradient scaler; bf16 keeps fp32's range)")
-        for name in ("compile", "channels_last"):
-            value = getattr(self, name)
-            if not (isinstance(value, bool) or (name == "channels_last" and value is None)):
-                raise ValueError(f"{name}={value!r} must be true or false")
-        if self.compile_mode not in COMPILE_MODES:
-            raise ValueError(f"--compile-mode {self.compile_mode} is not one of {', '.join(COMPILE_MODES)}")
-        if self.compile_mode != "default" and not self.compile:
-            raise ValueError(f"compile_mode={self.compile_mode!r} applies to a compiled model: set compile = true "
-                             "as well (`ttq train --compile-mode` does)")
-        if not _is_int(self.log_every) or self.log_every < 1:
-            raise ValueError(f"--log-every {self.log_every} must be a whole number >= 1: the progress bar reads the "
-                             "loss back every that many steps (20 is a good value)")
-        if self.scale_lr is not None:
-            if self.method != "ttq":
-                raise ValueError(f"--scale-lr sets the learning rate of TTQ's scales Wp, Wn; a {self.method} model "
-                                 "has none: drop --scale-lr or use --method ttq")
-            if not (isinstance(self.scale_lr, (int, float)) and math.isfinite(self.scale_lr) and self.scale_lr >= 0):
-                raise ValueError(f"--scale-lr {self.scale_lr} must be a finite number >= 0 (0 freezes Wp, Wn; "
-                                 "omit it to use --lr)")
-        if self.holdout is not None:
-            if not _is_int(self.holdout) or self.holdout < 1:
-                raise ValueError(f"--holdout {self.holdout} must be a whole number >= 1 of training images to hold "
-                                 "out (e.g. 5000), or omitted to evaluate on the test split")
-            if self.test_subset is not None:
-                raise ValueError(f"--test-subset picks test images, but --holdout {self.holdout} never evaluates "
-                                 "on the test split: drop --test-subset (--holdout sets how many images are "
-                                 "evaluated)")
+
+#: Fields that may hold a file path: config.json stores them relative to the run folder.
+PATH_FIELDS = names(TrainConfig, "path")
+#: How a run executes, not what it computes: these may differ between the sessions that continue one run (a CPU
+#: session, then a GPU call); the last bits of the floats may follow them (thread count, memory format and
+#: compiled kernels change the order of summation), as they do between any two machines.
+EXECUTION_FIELDS = names(TrainConfig, "execution")
 
 
 def default_channels_last(device_type: str) -> bool:
@@ -263,81 +318,3 @@ def matches_saved_run(cfg: TrainConfig) -> bool:
     return saved == new
 
 
-def check_against_checkpoint(cfg: TrainConfig, meta: dict) -> None:
-    """Refuse options that contradict the ternary checkpoint a run starts from (they would be ignored)."""
-    where = f"--start-from {cfg.start_from}"
-    if meta.get("format") == "ttq-packed":
-        raise ValueError(f"{where} is a packed file: packed files are for inference (ttq eval, ttq size) and "
-                         "hold no latent weights to train; start from the checkpoint it was packed from (the run's "
-                         "last.safetensors) or from a full-precision model")
-    if meta["method"] == "fp":
-        return
-    if meta["method"] != cfg.method:
-        raise ValueError(f"{where} is a {meta['method']} model; fine-tune it with --method {meta['method']} or "
-                         "start from a full-precision checkpoint")
-    # TWN's rule is 0.7 * mean|w| unless a fixed sparsity is asked for: only the sparsity can contradict.
-    rule = ("sparsity", cfg.sparsity) if cfg.sparsity is not None else ("t", cfg.t)
-    saved = ("sparsity", meta.get("sparsity")) if meta.get("sparsity") is not None else ("t", meta.get("t"))
-    if cfg.method == "twn":
-        rule, saved = (rule if rule[0] == "sparsity" else None), (saved if saved[0] == "sparsity" else None)
-    if rule != saved:
-        def say(r):
-            return "TWN's 0.7 * mean|w|" if r is None else f"--{r[0]} {r[1]}"
-        raise ValueError(f"{where} was ternarized with {say(saved)}, but this run asks for {say(rule)}: pass "
-                         f"{say(saved)} to fine-tune it as it is, or start from a full-precision checkpoint "
-                         "to change the threshold rule")
-    if cfg.scale_init != "one":
-        raise ValueError(f"{where} already has trained Wp, Wn; --scale-init only applies when a full-precision "
-                         "model is ternarized: drop it")
-    for key, flag in (("keep_first", "--quantize-first"), ("keep_last", "--quantize-last")):
-        if key in meta and bool(meta[key]) != getattr(cfg, key):
-            state = "kept in full precision" if meta[key] else "ternary"
-            raise ValueError(f"{where} has its {key.split('_')[1]} layer {state}; "
-                             f"{'drop' if meta[key] else 'add'} {flag} to fine-tune it as it is")
-
-
-def _build_imagenet(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict]:
-    """An ImageNet model from scratch, from one of our checkpoints, or from a torchvision state dict (.pth,
-    e.g. torchvision's pretrained ResNet-18, read with ``weights_only=True``)."""
-    norm = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    if cfg.start_from is None:
-        return build_imagenet_model(cfg.model, num_classes), norm
-    if Path(cfg.start_from).suffix == ".safetensors":
-        model, meta = load_model(cfg.start_from, imagenet_arch(cfg.model))
-        check_against_checkpoint(cfg, meta)
-        norm = {"mean": meta["mean"], "std": meta["std"]}
-    else:
-        from ..formats.checkpoint import load_state_dict_file
-        from ..formats.model_meta import load_checked
-
-        sd = load_state_dict_file(cfg.start_from)
-        classifier = sd.get("fc.weight" if cfg.model == "resnet18" else "classifier.6.weight")
-        # built with the file's classes, so that a mismatch is reported as such below, not as a shape error
-        model = build_imagenet_model(cfg.model, num_classes if classifier is None else len(classifier))
-        model = load_checked(model, sd, cfg.start_from)
-    if getattr(model, "num_classes", num_classes) != num_classes:
-        raise ValueError(f"--start-from {cfg.start_from} has {model.num_classes} classes, the data {num_classes}: "
-                         "fine-tune from a model of the same classes")
-    return model, norm
-
-
-def build(cfg: TrainConfig, num_classes: int = 10) -> tuple[nn.Module, dict]:
-    """The model to train and its input normalisation: from scratch or from ``cfg.start_from``, then
-    ternarized as ``cfg.method`` asks.  ``num_classes`` is the data's (ImageNet folders: their class count)."""
-    cfg.validate()
-    if cfg.start_from is not None and not Path(cfg.start_from).is_file():
-        raise FileNotFoundError(f"--start-from {cfg.start_from} does not exist; give a checkpoint such as "
-                                "../shared/pretrained/resnet20-12fca82f.th or a results/ model")
-    if cfg.dataset == "imagenet":
-        model, meta = _build_imagenet(cfg, num_classes)
-    elif cfg.start_from is None:
-        model, meta = build_model(cfg.model), {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}
-    else:
-        model, meta = load_model(cfg.start_from, cfg.model)
-        check_against_checkpoint(cfg, meta)
-        meta = {"mean": meta["mean"], "std": meta["std"]}
-    already = any(isinstance(m, TernaryMixin) for m in model.modules())
-    if cfg.method != "fp" and not already:
-        ternarize_model(model, method=cfg.method, t=cfg.t, sparsity=cfg.sparsity,
-                        keep_first=cfg.keep_first, keep_last=cfg.keep_last, scale_init=cfg.scale_init)
-    return model, meta

@@ -7,17 +7,26 @@
 * The progress file says where the run is (epoch, step, phase), rewritten at most about once a second: the
   runner draws its live display from it without reading the training's log.
 
-A lone ``ttq train`` has neither file: the default ``RunHooks()`` does nothing.
+The kill tests reach the loop the same way: ``kill_at`` names a point of the loop where the process dies, as a
+power cut or the OOM killer would kill it (``ttq train`` takes it from ``$TTQ_KILL_AT``).
+
+A lone ``ttq train`` has none of these: the default ``RunHooks()`` does nothing.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+
+#: Where ``ttq train`` takes the kill tests' fault point from (unset in normal use).
+ENV_KILL_AT = "TTQ_KILL_AT"
 
 
 def follow_thread_hint(path: str | os.PathLike | None) -> int:
@@ -45,12 +54,31 @@ def read_progress(path: str | os.PathLike) -> dict | None:
 @dataclass
 class RunHooks:
     """The loop's side of the exchange; see the module docstring.  ``every_s``: the least time between two
-    progress writes within an epoch (a write is a rename, cheap, but not free on every step)."""
+    progress writes within an epoch (a write is a rename, cheap, but not free on every step).  ``kill_at``:
+    ``<point>:<n>`` dies the n-th time the loop reaches ``<point>``; ``<point>:<n>@<rank>`` only in torchrun's
+    process of that rank."""
     threads_file: str | os.PathLike | None = None
     progress_file: str | os.PathLike | None = None
+    kill_at: str | None = None
     every_s: float = 1.0
     _state: dict = field(default_factory=dict, repr=False)
     _written: float = field(default=0.0, repr=False)
+    _reached: dict = field(default_factory=dict, repr=False)
+
+    def for_rank(self, rank: int) -> "RunHooks":
+        """The hooks of torchrun's process ``rank``: only rank 0 reports progress; every rank has the others."""
+        return self if rank == 0 else dataclasses.replace(self, progress_file=None)
+
+    def fault(self, point: str, rank: int = 0) -> None:
+        """Die here (SIGKILL) when ``kill_at`` names this point, this rank and this count."""
+        if not self.kill_at:
+            return
+        spec, _, only = self.kill_at.partition("@")
+        name, _, count = spec.partition(":")
+        if name == point and (not only or int(only) == rank):
+            self._reached[point] = self._reached.get(point, 0) + 1
+            if self._reached[point] == int(count or 1):
+                os.kill(os.getpid(), signal.SIGKILL)
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> int:
         """Before epoch ``epoch`` (0-based) of ``epochs``: follow the thread hint, say the epoch started;

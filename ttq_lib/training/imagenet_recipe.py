@@ -47,10 +47,6 @@ def validate_imagenet(cfg) -> None:
     if cfg.holdout is not None or cfg.train_subset or cfg.test_subset:
         raise ValueError("--holdout, --train-subset and --test-subset apply to CIFAR-10 only: for a smaller "
                          "ImageNet run, point --data at a folder holding fewer images")
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ValueError(f"--optimizer {cfg.optimizer} is not one of {', '.join(OPTIMIZERS)}")
-    if cfg.decode not in DECODERS:
-        raise ValueError(f"--decode {cfg.decode} is not one of {', '.join(DECODERS)}")
     lo = MIN_IMAGE_SIZE[cfg.model]
     if not (_is_int(cfg.image_size) and cfg.image_size >= lo):
         raise ValueError(f"--image-size {cfg.image_size} is too small for {cfg.model}: at least {lo} "
@@ -77,21 +73,3 @@ def recipe_values(dataset: str, model: str, given: dict) -> dict:
     if dataset == "imagenet" and model in IMAGENET_RECIPES:
         values.update(IMAGENET_RECIPES[model])
     return {**values, **given}
-
-
-def add_imagenet_arguments(g, recipe: str) -> None:
-    """``ttq train``'s options of the ImageNet path (an argparse group); ``recipe`` ends a recipe option's help."""
-    g.add_argument("--dataset", default="cifar10", choices=list(DATASETS),
-                   help="imagenet: --data is a folder of train/<class>/*.JPEG and val/<class>/*.JPEG")
-    g.add_argument("--optimizer", default=None, choices=list(OPTIMIZERS), help=f"default sgd{recipe}")
-    g.add_argument("--adam-eps", type=float, default=None, help=f"Adam's epsilon{recipe}")
-    g.add_argument("--image-size", type=int, default=IMAGENET_FIELDS["image_size"],
-                   help="training crop and evaluation crop, in pixels")
-    g.add_argument("--eval-resize", type=int, default=IMAGENET_FIELDS["eval_resize"],
-                   help="evaluation resizes the shorter side to this, then takes the centre crop")
-    g.add_argument("--workers", type=int, default=IMAGENET_FIELDS["workers"],
-                   help="decoding processes per training process (0: decode in the training process)")
-    g.add_argument("--decode", default=IMAGENET_FIELDS["decode"], choices=list(DECODERS),
-                   help="cpu: JPEGs are decoded by the workers; device: on the GPU with nvJPEG (CUDA only)")
-    g.add_argument("--sync-bn", action="store_true",
-                   help="SyncBatchNorm: batch statistics over all processes' images (CUDA only)")
