@@ -349,3 +349,30 @@ def test_a_run_never_run_is_budgeted_on_its_plans_other_runs_of_the_same_model(t
     assert runner._runnable(time.time() + 200) == []
     assert len(lines) == 1 and "about 270 s on" in lines[0] and "from the plan's other resnet20 runs" in lines[0]
     assert [r.name for r in runner._runnable(time.time() + 300)] == ["resnet20-twn-lr0.02-s0"]
+
+
+def test_a_start_file_may_name_the_runs_model_and_seed(tmp_path):
+    """The budget plan starts every run from another plan's adapted model of the same depth and seed."""
+    plan = _plan(tmp_path, """
+name = "longer"
+data = "synthetic:96"
+
+[recipes.ttq]
+method = "ttq"
+start_from = "elsewhere/{model}-adapt-s{seed}/last.safetensors"
+epochs = 3
+batch_size = 32
+
+[[runs]]
+models = ["resnet20", "resnet32"]
+seeds = [0, 2]
+recipes = ["ttq"]
+""")
+    starts = {r.name: r.start_from for r in load_plan(plan).runs}
+    assert starts == {f"{m}-ttq-s{s}": str(tmp_path / f"elsewhere/{m}-adapt-s{s}/last.safetensors")
+                      for m in ("resnet20", "resnet32") for s in (0, 2)}
+    budget = load_plan(Path(__file__).resolve().parents[1] / "reproduce/cifar10-budget.toml")
+    for run in budget.runs:
+        if run.model == "resnet20":  # the committed adapted models it starts from are there
+            assert Path(run.start_from).is_file(), run.start_from
+            assert run.settings["epochs"] == 36 and run.settings["schedule"] == "cosine"

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .inputs import JPEG_COPY_TEST_SHA256, KNOWN_TEST_SPLITS  # noqa: F401  (re-exported)
+
 CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
@@ -19,8 +21,6 @@ SPLITS = ("train", "test")
 #: The seed of :meth:`CifarTensors.holdout`: fixed, and independent of any run's seed, so that every run of a
 #: learning-rate search holds out (and is evaluated on) the same training images.
 HOLDOUT_SEED = 2017
-#: The test split of the JPEG copy of CIFAR-10 this project's committed runs used (data/README.md).
-JPEG_COPY_TEST_SHA256 = "56408e16fefefc2d653e651fc019204c8b6c429b1f1e97679865d69cf85adbcf"
 
 
 @dataclass
@@ -173,12 +173,6 @@ def synthetic_cifar10(n_train: int = 2000, n_test: int | None = None, seed: int 
     vx, vy = make(n_test, 2)
     data = CifarTensors(tx, ty, vx, vy, source=f"synthetic:{n_train}")
     return identify(data)
-
-
-#: Test splits of known copies, by the SHA-256 of their images and labels (:func:`test_split_sha256`).
-KNOWN_TEST_SPLITS = {
-    JPEG_COPY_TEST_SHA256: "CIFAR-10 (JPEG copy)",
-}
 
 
 def test_split_sha256(x: torch.Tensor, y: torch.Tensor) -> str:

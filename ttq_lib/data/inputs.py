@@ -56,6 +56,13 @@ DATA_HELP = ("CIFAR-10 source: a cifar-10-batches-py folder, an image-folder tre
              "(made-up images, on purpose only). Default: $TTQ_DATA, else the offline copy ../shared, else the user "
              "cache ($TTQ_CACHE or ~/.cache/ttq-workbook), else a download (see `ttq inputs`)")
 
+#: The test split of the JPEG copy of CIFAR-10 this project's committed runs used (data/README.md).
+JPEG_COPY_TEST_SHA256 = "56408e16fefefc2d653e651fc019204c8b6c429b1f1e97679865d69cf85adbcf"
+#: Test splits of known copies, by the SHA-256 of their images and labels (``cifar10.test_split_sha256``).
+KNOWN_TEST_SPLITS = {
+    JPEG_COPY_TEST_SHA256: "CIFAR-10 (JPEG copy)",
+}
+
 
 @dataclass(frozen=True)
 class Input:

@@ -15,7 +15,8 @@ A plan file (``reproduce/cifar10.toml`` is the project's) holds::
 
     [recipes.ttq]
     method = "ttq"
-    start_from = "adapt"                  # the adapt run of the same model and seed
+    start_from = "adapt"                  # the adapt run of the same model and seed; or a file, where
+                                          # "{model}" and "{seed}" are the run's (another plan's runs)
     lr = [0.05, 0.1]                      # a list makes one recipe per value: ttq-lr0.05, ttq-lr0.1
 
     [[runs]]
@@ -164,8 +165,8 @@ def load_plan(path: str | os.PathLike, data: str | None = None) -> Plan:
                 if start is not None and start != "pretrained":
                     if start in recipes:
                         run.after = f"{model}-{start}-s{seed}"
-                    else:
-                        run.start_from = _resolve(start, base)
+                    else:  # a file; "{model}" and "{seed}" name the run's own (another plan's runs, say)
+                        run.start_from = _resolve(start.format(model=model, seed=seed), base)
                 if run.name not in seen:
                     seen.add(run.name)
                     plan.runs.append(run)

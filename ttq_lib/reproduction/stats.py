@@ -24,7 +24,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-__all__ = ["mean", "sample_std", "t_cdf", "t_quantile", "normal_quantile", "WelchInterval", "welch_interval"]
+__all__ = ["mean", "sample_std", "t_cdf", "t_quantile", "normal_quantile", "WelchInterval", "welch_interval",
+           "mcnemar_exact"]
 
 _EPS = 1e-15      # relative accuracy of the continued fraction
 _TINY = 1e-300    # keeps Lentz's method away from division by zero
@@ -162,3 +163,17 @@ def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0
     diff, se = mean(a) - mean(b), math.sqrt(se2)
     return WelchInterval(diff=diff, low=diff - t * se, high=diff + t * se, se=se, df=df, t=t,
                          confidence=confidence)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar test of paired answers: ``b`` items only the first gets right, ``c`` only the
+    second.  Under "no difference" each of the n = b + c discordant items is a fair coin, so
+    p = min(1, 2 * P(X <= min(b, c))) for X ~ Binomial(n, 1/2), summed exactly in integers (McNemar 1947).
+    The items both get right or both wrong say nothing about the difference and do not enter."""
+    if b < 0 or c < 0 or int(b) != b or int(c) != c:
+        raise ValueError(f"discordant counts must be whole numbers >= 0, got {b} and {c}")
+    n, k = int(b) + int(c), min(int(b), int(c))
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1))
+    return min(1.0, 2 * tail / 2 ** n)

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import itertools
 import os
+from pathlib import Path
 
+from .paired import RunAnswers, compare_paired, seed_cell
 from .paper import PAPER_CIFAR10_ERROR, paper_error
 from .plan_results import METHODS, NAMES, check_one_data, check_one_split, depth, planned_recipe, read_runs
 from .stats import mean, sample_std, welch_interval
@@ -72,15 +74,18 @@ def _compare(first: dict, second: dict, a: str, b: str, paper: float | None, con
     return out
 
 
-def table_rows(plan_dir: str | os.PathLike, confidence: float = 0.95) -> list[dict]:
+def table_rows(plan_dir: str | os.PathLike, confidence: float = 0.95, answers: RunAnswers | None = None) -> list[dict]:
     """One dict per row, ordered by depth; the paper's four depths are always there ("not run" if absent).
 
     A row: ``model``, ``label`` ("ResNet-20", plus the varying recipes when a depth has several rows),
     ``recipes`` (method -> recipe), ``paper`` (method -> error, and ``"ttq-fp"``), one group per method
     (``n``, ``mean``, ``std``, ``errors``, ``seeds``, ``runs``, ``unfinished``, ``recipe``, ``epochs``), one
     comparison per ``"ttq-fp"`` / ``"ttq-twn"`` (``diff``, ``low``, ``high``, ``df``, ``paper``, ``cell``,
-    ``verdict``), and ``verdict``, the comparisons in one line.
+    ``verdict``, and ``paired``: McNemar per seed and pooled, :func:`.paired.compare_paired`), and ``verdict``,
+    the comparisons in one line.  ``answers`` gives each run's answers per test image (default: cached beside
+    each checkpoint, else computed on the CIFAR-10 the input resolver finds).
     """
+    answers = answers or RunAnswers()
     finished, unfinished = read_runs(plan_dir)
     check_one_split(finished, "test", plan_dir)
     data = check_one_data(finished, plan_dir)
@@ -109,6 +114,7 @@ def table_rows(plan_dir: str | os.PathLike, confidence: float = 0.95) -> list[di
             row["paper"] = {"fp": fp, "ttq": ttq, "ttq-fp": paper_diff}
             for a, b in COMPARISONS:
                 row[f"{a}-{b}"] = _compare(row[a], row[b], a, b, paper_diff if b == "fp" else None, confidence)
+                row[f"{a}-{b}"]["paired"] = compare_paired(Path(plan_dir), row[a], row[b], a, b, answers)
             if not any(row[m]["n"] or row[m]["unfinished"] for m in METHODS):
                 row["verdict"] = "not run"
             else:
@@ -161,6 +167,37 @@ def _verdicts(rows: list[dict]) -> list[str]:
     return [f"{r['label']}: {r['verdict']}." for r in rows]
 
 
+def _paired_grid(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Per row and seed, the discordant counts and McNemar's p of each comparison, then all seeds pooled."""
+    header = ["model", "seed", "TTQ vs FP: only TTQ / only FP right", "TTQ vs TWN: only TTQ / only TWN right"]
+    body = []
+    for r in rows:
+        results = [r[f"{a}-{b}"]["paired"] for a, b in COMPARISONS]
+        seeds = sorted({s["seed"] for res in results for s in res["seeds"]})
+        if not seeds:
+            continue
+        body += [[r["label"], f"s{seed}", *(seed_cell(res, seed) for res in results)] for seed in seeds]
+        if len(seeds) > 1:
+            body.append([r["label"], "pooled", *(res["cell"] for res in results)])
+    return header, body
+
+
+def _paired_lines(rows: list[dict], markdown: bool) -> list[str]:
+    header, body = _paired_grid(rows)
+    if not body:
+        missing = next((r[f"{a}-{b}"]["paired"]["verdict"] for r in rows for a, b in COMPARISONS
+                        if r[f"{a}-{b}"]["paired"]["cell"].startswith("n/a (no predictions")), None)
+        return ["", f"Paired tests: none ({missing})" if missing else "Paired tests: no seed ran two methods."]
+    note = ("Paired on the same test images: for runs of one depth and seed (one start), the images only the "
+            "first method gets right / only the second, and McNemar's exact p; 'pooled' sums the seeds' counts "
+            "(Mantel-Haenszel for matched pairs).")
+    verdicts = [f"{r['label']}: " + ". ".join(f"{NAMES[a]} vs {NAMES[b]}, paired: {r[f'{a}-{b}']['paired']['verdict']}"
+                                               for a, b in COMPARISONS if r[f"{a}-{b}"]["paired"]["seeds"]) + "."
+                for r in rows if any(r[f"{a}-{b}"]["paired"]["seeds"] for a, b in COMPARISONS)]
+    bullet = "- " if markdown else ""
+    return ["", *format_grid(header, body, markdown), "", note, "", *(bullet + v for v in verdicts)]
+
+
 def format_grid(header: list[str], body: list[list[str]], markdown: bool) -> list[str]:
     """A table as markdown lines, or as aligned plain-text lines (ASCII only) for the terminal."""
     if markdown:
@@ -178,13 +215,14 @@ def render_markdown(rows: list[dict], confidence: float = 0.95) -> str:
     """A markdown table (README, notebook 03), its legend, and one verdict line per row."""
     lines = format_grid(*_grid(rows, "±", confidence), markdown=True)
     lines += ["", " ".join(_notes(rows, "±", confidence)), ""] + [f"- {v}" for v in _verdicts(rows)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _paired_lines(rows, markdown=True)) + "\n"
 
 
 def render_text(rows: list[dict], confidence: float = 0.95) -> str:
     """The same table as aligned plain text (ASCII only), for the terminal."""
     lines = format_grid(*_grid(rows, "+-", confidence), markdown=False)
-    return "\n".join(lines + [""] + _notes(rows, "+-", confidence) + [""] + _verdicts(rows)) + "\n"
+    lines += [""] + _notes(rows, "+-", confidence) + [""] + _verdicts(rows)
+    return "\n".join(lines + _paired_lines(rows, markdown=False)) + "\n"
 
 
 def render_table(plan_dir: str | os.PathLike, markdown: bool = False, confidence: float = 0.95) -> str:
