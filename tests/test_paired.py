@@ -102,3 +102,14 @@ def test_answers_are_refused_on_other_data(tiny_run, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     with pytest.raises(PredictionsUnavailable, match="point --data or \\$TTQ_DATA at the data the run was scored on"):
         Predictor("synthetic:200").correct(run, metrics)
+
+
+def test_a_run_on_made_up_data_is_paired_on_the_data_it_names(tiny_run, tmp_path):
+    """A run that recorded 'synthetic:96' is recomputed on that, never on the CIFAR-10 the resolver finds."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / CACHE).unlink(missing_ok=True)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["data"] == "synthetic:96"
+    answers = Predictor().correct(run, metrics)
+    assert 100 * answers.mean() == pytest.approx(metrics["test_accuracy"])

@@ -59,24 +59,30 @@ class Predictor:
     """Computes predictions of runs scored on one test split, loading that split once (on first need)."""
 
     def __init__(self, source: str | os.PathLike | None = None):
-        self.source, self._data = source, None
+        self.source, self._data = source, {}
 
-    def test_data(self, test_sha256: str, run: Path):
-        if self._data is None:
-            from ..data.inputs import InputUnavailable, resolve_data
-            from ..data.sources import load_cifar10
+    def test_data(self, test_sha256: str, run: Path, recorded: str | None = None):
+        """The test split ``run`` was scored on: from ``source``, a made-up one the run recorded by name
+        (``synthetic:N``), else the input resolver's CIFAR-10 (never a download); each loaded once."""
+        from ..data.inputs import InputUnavailable, resolve_data
+        from ..data.sources import load_cifar10
 
+        source = self.source
+        if source is None and str(recorded or "").startswith("synthetic"):
+            source = recorded
+        if source not in self._data:
             try:
-                self._data = load_cifar10(resolve_data(self.source, download=False).value)
+                self._data[source] = load_cifar10(resolve_data(source, download=False).value)
             except InputUnavailable as e:
                 raise PredictionsUnavailable(f"{run} has no {CACHE} and no CIFAR-10 is here to compute it: {e}") \
                     from None
-        if self._data.test_sha256 != test_sha256:
+        data = self._data[source]
+        if data.test_sha256 != test_sha256:
             raise PredictionsUnavailable(
                 f"{run} was scored on a test split with SHA-256 {test_sha256[:12]}..., the data found here "
-                f"({self._data.name}, {self._data.source}) has {self._data.test_sha256[:12]}...: point --data or "
+                f"({data.name}, {data.source}) has {data.test_sha256[:12]}...: point --data or "
                 "$TTQ_DATA at the data the run was scored on")
-        return self._data
+        return data
 
     def correct(self, folder: Path, metrics: dict) -> np.ndarray:
         """The run's answers (right or not), from its cache or computed now and cached."""
@@ -88,7 +94,7 @@ class Predictor:
         cached = read_cached(folder, test_sha256)
         if cached is not None:
             return cached
-        data = self.test_data(test_sha256, folder)
+        data = self.test_data(test_sha256, folder, metrics.get("data"))
         predicted = _predict(folder / "last.safetensors", data.test_x)
         right = (predicted == data.test_y).numpy()
         recorded = metrics.get("test_accuracy")
