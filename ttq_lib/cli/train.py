@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 
-
 class _DeprecatedInit(argparse.Action):
     """``--init`` was the old name of ``--start-from``; it still works, with a note on stderr."""
 
